@@ -1,0 +1,1 @@
+"""Core, UI-free logic for the classifier comparison dashboard."""

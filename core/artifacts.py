@@ -1,0 +1,295 @@
+"""The result-set format: the one module that writes and reads what training produces.
+
+Layout of a result set ``OUT/``::
+
+    manifest.json         schema version, configuration, classes and groups, library versions, timings,
+                          and the SHA-256 of every other file (loading verifies them)
+    dataset.json          the split: policy, seed, exact file lists, skipped files, duplicate leakage
+    samples/<class>/*.jpg a few test photos per class for the classify page
+    <model id>/
+        model.json        the model's spec, training summary, parameter count, stored size
+        model.keras       (CNNs) the whole model
+        top.weights.h5    (backbone models) only what training changed: the unfrozen block and the head;
+                          the frozen rest is rebuilt from the ImageNet weights
+        history.csv       one row per epoch
+        metrics.json      test metrics
+        predictions.npz   test files, true labels, class probabilities
+        maps.npz          low-resolution float16 Grad-CAM (predicted and true class) and attention maps
+
+Every file is written atomically (temporary file, fsync, rename) and a model folder is first written as
+``.staging-<id>/`` and renamed when complete, so a killed run never leaves a file that a reader would take
+as complete. A model counts as present only when the manifest lists it and every checksum matches.
+Nothing is pickled: JSON, CSV, NPZ without object arrays, and Keras files loaded in safe mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.specs import MODEL_IDS
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+DATASET = "dataset.json"
+SAMPLES = "samples"
+MODEL_JSON = "model.json"
+WHOLE_MODEL = "model.keras"
+TOP_WEIGHTS = "top.weights.h5"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.npz"
+MAPS = "maps.npz"
+# Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
+RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset")
+
+
+class ResultSetError(Exception):
+    """A result set cannot be used; the message says why."""
+
+
+# ---------------------------------------------------------------- writing
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; result sets are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def write_npz(path: Path, **arrays) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class ResultSetWriter:
+    """Creates or continues a result set. One writer per folder at a time."""
+
+    def __init__(self, root: str | os.PathLike, config: dict):
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ResultSetError(f"cannot write to {self.root}: {err.strerror or err}") from err
+        path = self.root / MANIFEST
+        if path.exists():
+            self.manifest = read_json(path)
+            old = self.manifest.get("config", {})
+            changed = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+            if self.manifest.get("schema_version") != SCHEMA_VERSION or changed:
+                raise ResultSetError(
+                    f"{self.root} holds a result set made with other settings ({', '.join(changed) or 'schema'}); "
+                    "choose a new --out folder or delete that one"
+                )
+        else:
+            self.manifest = {"schema_version": SCHEMA_VERSION, "created": _now(), "models": {}, "files": {}}
+        self.manifest["config"] = config
+        for stale in self.root.glob(".staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def save_manifest(self, **fields) -> None:
+        self.manifest.update(fields)
+        self.manifest["updated"] = _now()
+        write_json(self.root / MANIFEST, self.manifest)
+
+    def write_file(self, relpath: str, data: bytes) -> None:
+        """A top-level file (dataset.json, a sample photo) recorded with its checksum."""
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        self.manifest["files"][relpath] = hashlib.sha256(data).hexdigest()
+
+    def is_complete(self, model_id: str) -> bool:
+        entry = self.manifest["models"].get(model_id)
+        return entry is not None and not _verify(self.root / model_id, entry["files"])
+
+    @contextlib.contextmanager
+    def model_folder(self, model_id: str):
+        """Yield a staging folder; on success it becomes ``OUT/<id>/`` and enters the manifest."""
+        staging = self.root / f".staging-{model_id}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            yield staging
+            files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+            for name in files:
+                with open(staging / name, "rb") as f:
+                    os.fsync(f.fileno())
+            final = self.root / model_id
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            self.manifest["models"][model_id] = {"files": files, "written": _now()}
+            self.save_manifest()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _verify(folder: Path, files: dict[str, str]) -> str | None:
+    """None when every file is there with its checksum, else what is wrong."""
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if sha256_file(path) != expected:
+            return f"{name} is damaged (checksum mismatch)"
+    return None
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class Predictions:
+    files: np.ndarray  # (N,) str, relative to the dataset root
+    y_true: np.ndarray  # (N,) int
+    probs: np.ndarray  # (N, C) float32
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.y_pred == self.y_true
+
+
+@dataclass
+class ResultSet:
+    """A verified result set. Models that are missing or damaged are in ``problems`` with the reason."""
+
+    root: Path
+    manifest: dict
+    models: dict[str, dict] = field(default_factory=dict)  # id -> model.json, for verified models only
+    problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict:
+        return self.manifest["config"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.manifest["class_names"]
+
+    @property
+    def groups(self) -> dict[str, str]:
+        return self.manifest["groups"]
+
+    @property
+    def class_groups(self) -> list[str]:
+        return [self.groups[c] for c in self.class_names]
+
+    def dataset(self) -> dict:
+        return read_json(self.root / DATASET)
+
+    def history(self, model_id: str) -> pd.DataFrame:
+        return pd.read_csv(self.root / model_id / HISTORY)
+
+    def metrics(self, model_id: str) -> dict:
+        return read_json(self.root / model_id / METRICS)
+
+    def predictions(self, model_id: str) -> Predictions:
+        with np.load(self.root / model_id / PREDICTIONS, allow_pickle=False) as data:
+            return Predictions(data["files"], data["y_true"], data["probs"])
+
+    def maps(self, model_id: str) -> dict[str, np.ndarray]:
+        with np.load(self.root / model_id / MAPS, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def samples(self) -> list[tuple[Path, str]]:
+        """The sample photos shipped with the result set, as (path, class)."""
+        prefix = SAMPLES + "/"
+        return [
+            (self.root / rel, rel.split("/")[1])
+            for rel in sorted(self.manifest["files"])
+            if rel.startswith(prefix) and rel.split("/")[1] not in ("", None)
+        ]
+
+    def weights_path(self, model_id: str) -> Path:
+        name = TOP_WEIGHTS if self.models[model_id]["backbone"] else WHOLE_MODEL
+        return self.root / model_id / name
+
+
+def open_result_set(root: str | os.PathLike) -> ResultSet:
+    """Open and verify a result set folder; raises ResultSetError when it is not one at all."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ResultSetError(f"{root} is not a folder")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ResultSetError(f"{root} is not a result set: it has no {MANIFEST}")
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ResultSetError(f"{path} cannot be read: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise ResultSetError(f"{root}: result-set schema version {version!r}; this version reads {SCHEMA_VERSION}")
+    for key in ("config", "class_names", "groups", "models", "files"):
+        if key not in manifest:
+            raise ResultSetError(f"{path} lacks {key!r}")
+    problem = _verify(root, {DATASET: manifest["files"].get(DATASET, "")})
+    if problem:
+        raise ResultSetError(f"{root}: {problem}")
+    result = ResultSet(root, manifest)
+    for model_id in MODEL_IDS:
+        entry = manifest["models"].get(model_id)
+        if entry is None:
+            result.problems[model_id] = "not in this result set (not trained, or training did not finish)"
+            continue
+        problem = _verify(root / model_id, entry["files"])
+        if problem:
+            result.problems[model_id] = problem
+            continue
+        result.models[model_id] = read_json(root / model_id / MODEL_JSON)
+    return result

@@ -1,0 +1,221 @@
+"""The six models of the study, defined in one place.
+
+Every model is one flat functional graph from raw RGB pixels (0-255) to class probabilities, with its
+preprocessing inside the graph, so whoever loads it cannot feed it differently from how it was trained.
+The backbone layers sit directly in the graph (no nested ``keras.applications`` sub-model), so Grad-CAM
+and the trunk cache can cut the graph at any named layer.
+
+Each model is two parts around a named boundary:
+
+* the **trunk**: layers that never train (the ImageNet backbone up to ``Backbone.trunk_output``); its
+  output is computed once per image and cached, in training and in the app;
+* the **top**: the rest, trained on the cached trunk output. For the fine-tuned models this is the last
+  block of the backbone plus the head; for the attention models the whole backbone is frozen and only the
+  attention head trains. The plain CNNs have no trunk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from core.specs import BACKBONES, MODEL_SPECS, ModelSpec
+
+CNN_FILTERS = (16, 32, 64, 128, 256)
+ATTENTION_UNITS = 128
+_APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
+
+
+@keras.saving.register_keras_serializable(package="fruitveg")
+class CaffePreprocess(layers.Layer):
+    """ImageNet 'caffe' preprocessing (RGB to BGR, ImageNet mean subtracted) as a graph layer."""
+
+    def call(self, inputs):
+        return keras.applications.imagenet_utils.preprocess_input(inputs, mode="caffe")
+
+
+@keras.saving.register_keras_serializable(package="fruitveg")
+class SpatialAttention(layers.Layer):
+    """Soft attention pooling over the positions of a feature map.
+
+    A 1x1 convolution scores every position, a softmax over all positions turns the scores into the
+    attention map (it sums to 1), and the output is the map-weighted sum of the feature vectors. The layer
+    returns ``(pooled, attention_map)`` so that the map can be read off the graph and shown on the photo.
+    """
+
+    def __init__(self, units: int = ATTENTION_UNITS, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = layers.Conv2D(units, 1, activation="tanh", name="hidden")
+        self.score = layers.Conv2D(1, 1, name="score")
+
+    def build(self, input_shape):
+        self.hidden.build(input_shape)
+        self.score.build((*input_shape[:-1], self.units))
+
+    def call(self, features):
+        scores = self.score(self.hidden(features))[..., 0]  # (batch, h, w)
+        shape = ops.shape(scores)
+        weights = ops.softmax(ops.reshape(scores, (shape[0], -1)), axis=-1)
+        attention = ops.reshape(weights, shape)
+        pooled = ops.einsum("bhw,bhwc->bc", attention, features)
+        return pooled, attention
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1]), tuple(input_shape[:-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights could not be obtained; the message says how to provide them."""
+
+
+def imagenet_weights(backbone: str, weights_dir: str | os.PathLike | None) -> str:
+    """Where to load a backbone's ImageNet weights from: a local file, or Keras' own download.
+
+    ``weights_dir`` (or the environment variable FRUITVEG_WEIGHTS_DIR) names a folder holding
+    ``vgg16_notop.weights.h5`` / ``resnet50_notop.weights.h5``; without one, Keras downloads them.
+    """
+    weights_dir = weights_dir or os.environ.get("FRUITVEG_WEIGHTS_DIR")
+    if not weights_dir:
+        return "imagenet"
+    path = Path(weights_dir) / BACKBONES[backbone].weights_file
+    if not path.is_file():
+        raise WeightsUnavailable(f"{path} not found: the weights folder must hold {BACKBONES[backbone].weights_file}")
+    return str(path)
+
+
+def build_model(
+    model_id: str,
+    num_classes: int,
+    image_size: int,
+    dropout: float = 0.3,
+    weights: str | None = "imagenet",
+) -> keras.Model:
+    """Build one of the six models, untrained above its frozen trunk.
+
+    ``weights`` is for the backbone: "imagenet" (Keras' download), a ``.weights.h5`` path, or "random"
+    (tests only: seeded, so that a model trained on it can be rebuilt exactly).
+    """
+    spec = MODEL_SPECS[model_id]
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    if spec.backbone:
+        features = _backbone_features(spec, inputs, weights)
+    else:
+        features = _cnn_features(inputs)
+    if spec.attention:
+        pooled, _ = SpatialAttention(name="attention")(features)
+    else:
+        pooled = layers.GlobalAveragePooling2D(name="pool")(features)
+    x = layers.Dropout(dropout, name="dropout")(pooled)
+    # Zero-initialised so that every model starts at uniform probabilities: backbone features are large,
+    # and a random head on them starts confidently wrong, which the small learning rates of the study
+    # (1e-5 for VGG16) take many epochs to undo.
+    logits = layers.Dense(num_classes, kernel_initializer="zeros", name="logits")(x)
+    probs = layers.Activation("softmax", dtype="float32", name="probs")(logits)
+    return keras.Model(inputs, probs, name=model_id)
+
+
+def _cnn_features(inputs):
+    """A small VGG-style CNN: conv-BN-ReLU blocks, each but the last followed by 2x2 max pooling.
+
+    Few filters at high resolution keep an epoch affordable on a CPU; the last map has the same
+    resolution (image size / 16) as VGG16's, so the heatmaps of all models are comparably coarse.
+    """
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for block, filters in enumerate(CNN_FILTERS, start=1):
+        last = block == len(CNN_FILTERS)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
+        x = layers.BatchNormalization(name=f"bn{block}")(x)
+        x = layers.ReLU(name="last_conv" if last else f"relu{block}")(x)
+        if not last:
+            x = layers.MaxPooling2D(name=f"pool{block}")(x)
+    return x
+
+
+def _backbone_features(spec: ModelSpec, inputs, weights):
+    backbone = BACKBONES[spec.backbone]
+    x = CaffePreprocess(name="preprocess")(inputs)
+    try:
+        net = _APPLICATIONS[backbone.name](
+            include_top=False, weights=None if weights == "random" else weights, input_tensor=x
+        )
+    except Exception as err:
+        if weights == "imagenet":
+            raise WeightsUnavailable(
+                f"could not download the ImageNet weights of {backbone.title} ({type(err).__name__}); offline, "
+                f"pass --weights-dir DIR or set FRUITVEG_WEIGHTS_DIR to a folder with {backbone.weights_file}"
+            ) from err
+        raise
+    if weights == "random":
+        _seeded_random_weights(net)
+    trainable_from = net.get_layer(backbone.trunk_output)
+    below = True
+    for layer in net.layers:
+        # The trunk never trains; the fine-tuned models train the block above it, the attention models don't.
+        layer.trainable = not below and spec.finetuned and not isinstance(layer, layers.BatchNormalization)
+        if layer is trainable_from:
+            below = False
+    return net.get_layer(backbone.last_conv).output
+
+
+def _seeded_random_weights(net: keras.Model) -> None:
+    """He-normal kernels from a fixed seed; Keras' own initialisers draw from the global seed instead."""
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        values = [
+            rng.normal(0, np.sqrt(2 / np.prod(w.shape[:-1])), w.shape).astype("float32") if len(w.shape) > 1
+            else keras.ops.convert_to_numpy(w)
+            for w in layer.weights
+        ]
+        if values:
+            layer.set_weights(values)
+
+
+def trunk_signature(model: keras.Model, spec: ModelSpec) -> float:
+    """A number that changes when the frozen trunk's weights change: mean trunk output on a fixed image.
+
+    Stored with each backbone model and checked on loading, because the trunk is rebuilt from ImageNet
+    weights that the result set does not hold.
+    """
+    size = model.input.shape[1]
+    ramp = np.linspace(0, 255, size * size * 3, dtype="float32").reshape(1, size, size, 3)
+    return float(np.mean(trunk_model(model, spec)(ramp, training=False)))
+
+
+def top_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """The part of ``model`` above its trunk (the whole model for the CNNs), sharing its layers."""
+    if spec.trunk_output is None:
+        return model
+    return keras.Model(model.get_layer(spec.trunk_output).output, model.output, name=f"{spec.id}_top")
+
+
+def trunk_model(model: keras.Model, spec: ModelSpec) -> keras.Model | None:
+    """Raw pixels to the cache boundary (None for the CNNs, which have no frozen trunk)."""
+    if spec.trunk_output is None:
+        return None
+    return keras.Model(model.input, model.get_layer(spec.trunk_output).output, name=f"{spec.backbone}_trunk")
+
+
+def frozen_features_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """For an attention model: trunk output to the (frozen) last conv map, the input of its head."""
+    return keras.Model(model.get_layer(spec.trunk_output).output, model.get_layer(spec.last_conv).output)
+
+
+def head_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """For an attention model: the trainable head, from the frozen last conv map to the probabilities."""
+    return keras.Model(model.get_layer(spec.last_conv).output, model.output, name=f"{spec.id}_head")
+
+
+def trained_part(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """The layers training changed, which is all a result set stores of a backbone model."""
+    if spec.backbone is None:
+        return model
+    return head_model(model, spec) if spec.attention else top_model(model, spec)

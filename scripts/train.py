@@ -1,0 +1,80 @@
+"""Train the study's models and write a result set (see README: Training).
+
+    python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
+        [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
+        [--strategy default|mirrored|multiworker]
+
+A rerun with the same settings resumes: models already complete in --out are not trained again.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import _path  # noqa: F401
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from core import artifacts, groups, training  # noqa: E402
+from core.specs import MODEL_IDS  # noqa: E402
+
+
+def parse_models(text: str) -> list[str]:
+    if text == "all":
+        return list(MODEL_IDS)
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in MODEL_IDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model id(s) {', '.join(unknown)}; known: {', '.join(MODEL_IDS)}")
+    return chosen
+
+
+def main(argv=None) -> int:
+    defaults = training.HyperParameters()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="dataset root (Kaggle layout or class folders)")
+    parser.add_argument("--out", default="artifacts", help="result-set folder (default: artifacts)")
+    parser.add_argument("--models", type=parse_models, default=list(MODEL_IDS), help="all, or ids separated by commas")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping may end sooner)")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="epochs without a better val_loss")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--views", type=int, default=defaults.views, help="augmented views per training photo")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--split", choices=("clean", "kaggle"), default="clean",
+                        help="clean: duplicates never cross splits (default); kaggle: the dataset's own folders")
+    parser.add_argument("--weights-dir", default=None,
+                        help="folder with vgg16_notop.weights.h5 and resnet50_notop.weights.h5 "
+                        "(default: $FRUITVEG_WEIGHTS_DIR, else Keras' ImageNet download)")
+    parser.add_argument("--random-backbones", action="store_true", help=argparse.SUPPRESS)  # tests only
+    parser.add_argument("--groups", default=None, help='JSON file {"class": "fruit"|"vegetable"} overriding the grouping')
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    hp = training.HyperParameters(
+        image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
+        dropout=args.dropout, views=args.views, seed=args.seed,
+    )
+    try:
+        status = training.run(
+            args.data_dir, args.out, args.models, hp, split=args.split, weights_dir=args.weights_dir,
+            random_backbones=args.random_backbones, strategy=args.strategy,
+            group_overrides=groups.load_overrides(args.groups),
+        )
+    except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot write the result set: {err.strerror or err} ({err.filename or args.out})", file=sys.stderr)
+        return 2
+    failed = {m: s for m, s in status.items() if s not in ("trained", "done")}
+    for model_id, state in status.items():
+        print(f"{model_id:20s} {state}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY_CLASSES, make_photo
+from core import artifacts, explain, images, inference, reports
+from core.specs import MODEL_IDS
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_results):
+    rs = artifacts.open_result_set(tiny_results)
+    classifier, problems = inference.load_classifier(rs)
+    assert problems == {}
+    return rs, classifier
+
+
+def test_shared_trunk_path_matches_each_full_model(loaded):
+    rs, classifier = loaded
+    rng = np.random.default_rng(5)
+    photos = np.stack([images.to_array(make_photo(c, rng), 48) for c in TINY_CLASSES.values()])
+    result = classifier.classify(photos)
+    assert list(result.results) == list(MODEL_IDS)
+    for model_id in MODEL_IDS:
+        alone = inference.load_model(rs, model_id).predict(photos.astype("float32"), verbose=0)
+        assert np.allclose(result.results[model_id].probs, alone, atol=1e-4), model_id
+
+
+def test_probabilities_and_heatmaps_are_well_formed(loaded):
+    rs, classifier = loaded
+    image = make_photo(TINY_CLASSES["banana"], np.random.default_rng(0), size=90)
+    result = classifier.classify_image(image)
+    for model_id, r in result.results.items():
+        assert r.probs.shape == (1, 4) and np.isclose(r.probs.sum(), 1, atol=1e-5)
+        assert r.gradcam.shape[:2] == (1, 4)
+        assert 0 <= r.gradcam.min() and r.gradcam.max() <= 1 + 1e-6
+        if rs.models[model_id]["attention"]:
+            assert r.attention.shape[1:] == r.gradcam.shape[2:] and r.attention.max() == pytest.approx(1, abs=1e-5)
+        heat = explain.upsample(r.gradcam[0, 0], image.size)
+        assert heat.shape == (90, 90) and 0 <= heat.min() and heat.max() <= 1
+        assert explain.overlay(image, r.gradcam[0, 0], 0.5).size == image.size
+    assert np.isclose(result.ensemble().sum(), 1, atol=1e-5)
+
+
+def test_summary_counts_agreement_and_groups(loaded):
+    rs, classifier = loaded
+    summary = reports.summarise(classifier.classify_image(make_photo(TINY_CLASSES["peas"], np.random.default_rng(1))), rs)
+    assert set(summary["models"]) == set(MODEL_IDS)
+    assert summary["agreement"]["of"] == 6 and 1 <= summary["agreement"]["models"] <= 6
+    for value in [*summary["models"].values(), summary["ensemble"]]:
+        assert len(value["top"]) == 3 and value["group"] in ("fruit", "vegetable")
+        assert 0.5 <= value["group_probability"] <= 1 + 1e-6
+
+
+def test_a_missing_trunk_weights_file_makes_backbone_models_unavailable(tiny_results, tmp_path):
+    rs = artifacts.open_result_set(tiny_results)
+    info = rs.models["vgg16"]
+    info_copy = dict(info, backbone_weights="imagenet")
+    rs.models["vgg16"] = info_copy
+    with pytest.raises(inference.ModelUnavailable, match="vgg16_notop.weights.h5"):
+        inference.load_model(rs, "vgg16", weights_dir=tmp_path)
+
+
+def test_classify_script_reports_bad_files_and_classifies_the_rest(tiny_results, tmp_path):
+    good = tmp_path / "apple.png"
+    make_photo(TINY_CLASSES["apple"], np.random.default_rng(2)).save(good)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a photo")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "classify.py"), str(bad), str(good), "--json", "--artifacts", str(tiny_results)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "notes.jpg" in errors[0] and "Traceback" not in done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 1 and lines[0]["file"] == str(good)
+    assert set(lines[0]["models"]) == set(MODEL_IDS)
+    assert set(lines[0]["ensemble"]) >= {"top", "group"}
+    assert all(len(m["top"]) == 3 and m["group"] in ("fruit", "vegetable") for m in lines[0]["models"].values())

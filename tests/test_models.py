@@ -1,0 +1,100 @@
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from core import models
+from core.specs import MODEL_IDS, MODEL_SPECS
+
+
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+def test_every_model_is_a_flat_graph_with_its_preprocessing_inside(model_id):
+    model = models.build_model(model_id, 5, 32, weights="random")
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    assert model.get_layer(MODEL_SPECS[model_id].last_conv) is not None
+    assert model.layers[1].name in ("preprocess", "rescale")
+    probs = model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+    assert np.allclose(np.sum(probs, axis=1), 1, atol=1e-5)
+
+
+def test_learning_rates_are_the_studys():
+    assert {m: s.learning_rate for m, s in MODEL_SPECS.items()} == {
+        "cnn": 1e-4, "cnn_attention": 1e-4, "vgg16": 1e-5, "resnet50": 1e-4,
+        "vgg16_attention": 1e-5, "resnet50_attention": 1e-4,
+    }
+
+
+def test_frozen_and_trained_parts():
+    vgg = models.build_model("vgg16", 5, 32, weights="random")
+    trainable = {layer.name for layer in vgg.layers if layer.trainable and layer.weights}
+    assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3", "logits"}
+    attention = models.build_model("resnet50_attention", 5, 32, weights="random")
+    trainable = {layer.name for layer in attention.layers if layer.trainable and layer.weights}
+    assert trainable == {"attention", "logits"}
+    resnet = models.build_model("resnet50", 5, 32, weights="random")
+    trainable = {layer.name for layer in resnet.layers if layer.trainable and layer.weights}
+    assert all(name.startswith("conv5_block3") and "_bn" not in name for name in trainable - {"logits"})
+
+
+def test_random_backbones_are_reproducible():
+    a = models.build_model("vgg16", 5, 32, weights="random")
+    b = models.build_model("vgg16", 5, 32, weights="random")
+    assert models.trunk_signature(a, MODEL_SPECS["vgg16"]) == models.trunk_signature(b, MODEL_SPECS["vgg16"])
+
+
+def test_attention_layer_saves_and_loads_in_a_fresh_process(tmp_path):
+    model = models.build_model("cnn_attention", 3, 32)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(x)))
+    model.save(tmp_path / "m.keras")
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, keras
+        sys.path.insert(0, {str(ROOT)!r})
+        import core.models  # registers the custom layers, as the app does
+        m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}, safe_mode=True, compile=False)
+        x = np.load({str(tmp_path / 'x.npy')!r})
+        out = keras.ops.convert_to_numpy(m(x))
+        assert np.allclose(out, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-6)
+        attention = m.get_layer("attention").output[1]
+        print("ok", tuple(attention.shape))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ok (None, 2, 2)" in done.stdout
+
+
+def test_attention_map_is_a_distribution_over_positions():
+    layer = models.SpatialAttention(units=4)
+    features = np.random.default_rng(0).normal(size=(2, 3, 5, 6)).astype("float32")
+    pooled, attention = layer(features)
+    attention = keras.ops.convert_to_numpy(attention)
+    assert attention.shape == (2, 3, 5) and np.allclose(attention.sum(axis=(1, 2)), 1, atol=1e-6)
+    expected = np.einsum("bhw,bhwc->bc", attention, features)
+    assert np.allclose(keras.ops.convert_to_numpy(pooled), expected, atol=1e-5)
+
+
+def test_offline_imagenet_download_fails_with_a_one_line_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.applications.vgg16.file_utils.get_file", offline)
+    with pytest.raises(models.WeightsUnavailable) as caught:
+        models.build_model("vgg16", 5, 32, weights="imagenet")
+    message = str(caught.value)
+    assert "\n" not in message and "--weights-dir" in message and "FRUITVEG_WEIGHTS_DIR" in message
+
+
+def test_weights_dir_without_the_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("FRUITVEG_WEIGHTS_DIR", raising=False)
+    assert models.imagenet_weights("vgg16", None) == "imagenet"
+    with pytest.raises(models.WeightsUnavailable, match="vgg16_notop.weights.h5"):
+        models.imagenet_weights("vgg16", tmp_path)
+    (tmp_path / "resnet50_notop.weights.h5").write_bytes(b"")
+    monkeypatch.setenv("FRUITVEG_WEIGHTS_DIR", str(tmp_path))
+    assert models.imagenet_weights("resnet50", None) == str(tmp_path / "resnet50_notop.weights.h5")

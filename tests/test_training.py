@@ -1,0 +1,87 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY_HP
+from core import artifacts, training
+from core.specs import MODEL_IDS
+
+
+def test_training_writes_a_complete_result_set(tiny_results):
+    rs = artifacts.open_result_set(tiny_results)
+    assert sorted(rs.models) == sorted(MODEL_IDS) and rs.problems == {}
+    assert rs.class_names == ["apple", "banana", "carrot", "peas"]
+    assert rs.groups == {"apple": "fruit", "banana": "fruit", "carrot": "vegetable", "peas": "vegetable"}
+    for model_id in MODEL_IDS:
+        history = rs.history(model_id)
+        assert list(history["epoch"]) == [1, 2, 3, 4]
+        for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
+            assert history[column].notna().all(), column
+        assert history["learning_rate"].iloc[0] == pytest.approx(rs.models[model_id]["learning_rate"])
+        metrics = rs.metrics(model_id)
+        preds = rs.predictions(model_id)
+        assert preds.probs.shape == (metrics["n"], 4)
+        assert np.allclose(preds.probs.sum(axis=1), 1, atol=1e-5)
+        assert metrics["accuracy"] == pytest.approx(preds.correct.mean())
+        low, high = metrics["accuracy_interval"]
+        assert low <= metrics["accuracy"] <= high
+        assert np.array(metrics["confusion"]).sum() == metrics["n"]
+        maps = rs.maps(model_id)
+        assert maps["gradcam_pred"].dtype == np.float16 and len(maps["gradcam_pred"]) == metrics["n"]
+        assert ("attention" in maps) == rs.models[model_id]["attention"]
+        assert 0 <= float(maps["gradcam_pred"].min()) and float(maps["gradcam_pred"].max()) <= 1
+        info = rs.models[model_id]
+        assert 1 <= info["best_epoch"] <= info["epochs_run"] == 4
+
+
+def test_every_model_learns_the_tiny_task(tiny_results):
+    # Training loss, not test accuracy: 24 steps are too few for BatchNorm's moving averages to settle.
+    rs = artifacts.open_result_set(tiny_results)
+    for model_id in MODEL_IDS:
+        loss = rs.history(model_id)["loss"]
+        assert loss.iloc[-1] < loss.iloc[0], model_id
+
+
+def test_backbone_models_store_only_what_training_changed(tiny_results):
+    rs = artifacts.open_result_set(tiny_results)
+    for model_id in ("vgg16", "resnet50", "vgg16_attention", "resnet50_attention"):
+        info = rs.models[model_id]
+        assert rs.weights_path(model_id).name == artifacts.TOP_WEIGHTS
+        assert info["trainable_parameters"] < info["parameters"] / 2
+        assert rs.weights_path(model_id).stat().st_size < info["parameters"] * 4 / 2
+    assert rs.weights_path("cnn").name == artifacts.WHOLE_MODEL
+
+
+def test_a_rerun_resumes_without_training_finished_models_again(tiny_data, tiny_results):
+    before = {m: (tiny_results / m / artifacts.TOP_WEIGHTS if m not in ("cnn", "cnn_attention") else
+                  tiny_results / m / artifacts.WHOLE_MODEL).stat().st_mtime_ns for m in MODEL_IDS}
+    status = training.run(tiny_data, tiny_results, hp=training.HyperParameters(**TINY_HP),
+                          random_backbones=True, progress=False)
+    assert status == {m: "done" for m in MODEL_IDS}
+    after = {m: (tiny_results / m / artifacts.TOP_WEIGHTS if m not in ("cnn", "cnn_attention") else
+                 tiny_results / m / artifacts.WHOLE_MODEL).stat().st_mtime_ns for m in MODEL_IDS}
+    assert before == after
+
+
+def test_a_rerun_with_other_settings_is_refused(tiny_data, tiny_results):
+    with pytest.raises(artifacts.ResultSetError, match="other settings"):
+        training.run(tiny_data, tiny_results, hp=training.HyperParameters(**{**TINY_HP, "image_size": 64}),
+                     random_backbones=True, progress=False)
+
+
+def test_views_are_fixed_and_distinct():
+    photos = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    a = training.make_views(photos, 3, seed=0)
+    b = training.make_views(photos, 3, seed=0)
+    assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert np.array_equal(a[1], photos[:, :, ::-1])
+    assert not np.array_equal(a[2], photos) and a[2].dtype == np.uint8
+
+
+def test_random_view_batches_cover_every_item_once_per_epoch():
+    views = [np.arange(10)[:, None] * 1.0, np.arange(10)[:, None] + 100.0]
+    batches = training.RandomViewBatches(views, np.arange(10), batch_size=4, seed=0)
+    seen = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(seen) == list(range(10)) and len(batches) == 3
+    x, y = batches[0]
+    assert all(v in (label, label + 100) for v, label in zip(x[:, 0], y))
