@@ -101,6 +101,13 @@ def write_npz(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def write_test_files(folder: Path, files: list[str], y_true, probs, maps: dict, metrics: dict) -> None:
+    """A model's test results: predictions, low-resolution float16 maps, metrics."""
+    write_npz(folder / PREDICTIONS, files=np.array(files), y_true=np.asarray(y_true), probs=np.asarray(probs, np.float32))
+    write_npz(folder / MAPS, **{name: np.asarray(m, np.float16) for name, m in maps.items()})
+    write_json(folder / METRICS, metrics)
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
@@ -150,11 +157,18 @@ class ResultSetWriter:
         return entry is not None and not _verify(self.root / model_id, entry["files"])
 
     @contextlib.contextmanager
-    def model_folder(self, model_id: str):
-        """Yield a staging folder; on success it becomes ``OUT/<id>/`` and enters the manifest."""
+    def model_folder(self, model_id: str, keep_existing: bool = False):
+        """Yield a staging folder; on success it becomes ``OUT/<id>/`` and enters the manifest.
+
+        With ``keep_existing`` the staging folder starts as a copy of the model's current folder, for
+        rewriting some of its files (re-evaluation) with the same all-or-nothing guarantee.
+        """
         staging = self.root / f".staging-{model_id}"
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        if keep_existing:
+            shutil.copytree(self.root / model_id, staging)
+        else:
+            staging.mkdir()
         try:
             yield staging
             files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}

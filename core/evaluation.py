@@ -1,11 +1,96 @@
-"""Test-set metrics of one model, from its class probabilities, computed once and stored."""
+"""Testing one model: predictions, maps, metrics, speed and a sanity check of its Grad-CAM maps."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
+import keras
 import numpy as np
+import tensorflow as tf
+from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from core import stats
+from core import models, stats
+from core.explain import Explainer
+from core.specs import MODEL_SPECS, ModelSpec
+
+# Test images used for the Grad-CAM randomisation check; a few dozen give a stable mean correlation.
+SANITY_IMAGES = 48
+# Adebayo et al. (2018): maps that barely change when the weights are randomised do not explain the model.
+# Above this mean rank correlation between the trained and the randomised model's maps, a map fails.
+SANITY_MAX_CORRELATION = 0.5
+
+
+@dataclass
+class SplitResult:
+    probs: np.ndarray
+    maps: dict[str, np.ndarray]
+    metrics: dict
+
+
+def run_test_split(model: keras.Model, spec: ModelSpec, explain_inputs, photos, y_test, class_names, class_groups,
+               clean_mask) -> SplitResult:
+    """Everything the result set stores about a trained model's test split.
+
+    ``explain_inputs`` is what the model's top reads: the cached trunk output, or the photos for the CNNs.
+    """
+    explanation = Explainer(model, spec).batched(np.asarray(explain_inputs, np.float32))
+    probs = explanation.probs
+    rows = np.arange(len(y_test))
+    maps = {
+        "gradcam_pred": explanation.gradcam[rows, probs.argmax(axis=1)],
+        "gradcam_true": explanation.gradcam[rows, y_test],
+    }
+    if explanation.attention is not None:
+        maps["attention"] = explanation.attention
+    metrics = evaluate(probs, y_test, class_names, class_groups, clean_mask)
+    metrics["inference_ms"] = inference_ms(model, photos)
+    metrics["sanity"] = randomisation_check(model, spec, explain_inputs[:SANITY_IMAGES], maps["gradcam_pred"][:SANITY_IMAGES])
+    return SplitResult(probs, maps, metrics)
+
+
+def randomisation_check(model: keras.Model, spec: ModelSpec, explain_inputs, trained_maps) -> dict:
+    """Model-randomisation test: Grad-CAM of the same images after the trained layers are re-drawn at random.
+
+    The trained weights are put back afterwards. Reports the mean Spearman correlation between each image's
+    trained and randomised map: near 1 means the map does not depend on what the model learnt.
+    """
+    trained = models.trained_part(model, spec)
+    saved = trained.get_weights()
+    rng = np.random.default_rng(0)
+    try:
+        trained.set_weights([
+            rng.normal(0, np.sqrt(2 / np.prod(w.shape[:-1])), w.shape).astype(w.dtype) if w.ndim > 1 else w
+            for w in saved
+        ])
+        randomised = Explainer(model, spec).batched(np.asarray(explain_inputs, np.float32))
+    finally:
+        trained.set_weights(saved)
+    predicted = randomised.probs.argmax(axis=1)
+    rows = np.arange(len(predicted))
+    correlations = [
+        spearmanr(a.ravel(), b.ravel()).statistic
+        for a, b in zip(trained_maps, randomised.gradcam[rows, predicted])
+        if np.ptp(a) > 0 and np.ptp(b) > 0
+    ]
+    correlation = float(np.mean(correlations)) if correlations else 1.0
+    return {
+        "gradcam_rank_correlation": correlation,
+        "images": len(correlations),
+        "passes": correlation < SANITY_MAX_CORRELATION,
+        "threshold": SANITY_MAX_CORRELATION,
+    }
+
+
+def inference_ms(model: keras.Model, photos: np.ndarray, repeats: int = 20) -> float:
+    """Mean milliseconds for one photo through the whole model, compiled, batch of one."""
+    run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    run(photos[:1].astype(np.float32))
+    start = time.perf_counter()
+    for i in range(repeats):
+        run(photos[i % len(photos)][None].astype(np.float32))
+    return (time.perf_counter() - start) / repeats * 1000
 
 
 def evaluate(
@@ -62,3 +147,39 @@ def evaluate(
 
 def _nan_to_none(values: np.ndarray) -> list:
     return [None if np.isnan(v) else float(v) for v in values]
+
+
+def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
+    """Test a result set's models again on its recorded test split and rewrite their test files.
+
+    For a result set made by an older version, or to add what a newer version measures; the split comes
+    from the result set, so the images are the same ones.
+    """
+    from core import artifacts, dataset, inference
+    from core.training import load_images
+
+    plan = dataset.SplitPlan.from_json(result_set.dataset())
+    data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
+    size = result_set.config["image_size"]
+    photos, kept, skipped = load_images(data_dir, plan.files["test"], size, progress)
+    if skipped or not kept:
+        raise FileNotFoundError(f"{len(skipped)} test images of the recorded split are missing or unreadable in {data_dir}")
+    names = result_set.class_names
+    y_test = np.array([names.index(f.label) for f in kept])
+    clean_mask = ~np.isin([f.path for f in kept], plan.leaked["test"])
+    writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
+    status = {}
+    for model_id in model_ids or list(result_set.models):
+        try:
+            model = inference.load_model(result_set, model_id, weights_dir)
+        except inference.ModelUnavailable as err:
+            status[model_id] = str(err)
+            continue
+        spec = MODEL_SPECS[model_id]
+        inputs = photos if spec.backbone is None else models.trunk_model(model, spec).predict(
+            photos.astype(np.float32), batch_size=32, verbose=0)
+        tested = run_test_split(model, spec, inputs, photos, y_test, names, result_set.class_groups, clean_mask)
+        with writer.model_folder(model_id, keep_existing=True) as folder:
+            artifacts.write_test_files(folder, [f.path for f in kept], y_test, tested.probs, tested.maps, tested.metrics)
+        status[model_id] = "evaluated"
+    return status

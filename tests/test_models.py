@@ -98,3 +98,18 @@ def test_weights_dir_without_the_file_is_named(tmp_path, monkeypatch):
     (tmp_path / "resnet50_notop.weights.h5").write_bytes(b"")
     monkeypatch.setenv("FRUITVEG_WEIGHTS_DIR", str(tmp_path))
     assert models.imagenet_weights("resnet50", None) == str(tmp_path / "resnet50_notop.weights.h5")
+
+
+def test_randomisation_check_restores_the_trained_weights():
+    from core import evaluation
+
+    model = models.build_model("cnn_attention", 3, 48)
+    spec = MODEL_SPECS["cnn_attention"]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype("float32")
+    before = keras.ops.convert_to_numpy(model(x))
+    from core.explain import Explainer
+
+    maps = Explainer(model, spec).batched(x)
+    result = evaluation.randomisation_check(model, spec, x, maps.gradcam[np.arange(4), maps.probs.argmax(1)])
+    assert np.allclose(keras.ops.convert_to_numpy(model(x)), before)
+    assert set(result) == {"gradcam_rank_correlation", "images", "passes", "threshold"}

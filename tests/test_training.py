@@ -85,3 +85,27 @@ def test_random_view_batches_cover_every_item_once_per_epoch():
     assert sorted(seen) == list(range(10)) and len(batches) == 3
     x, y = batches[0]
     assert all(v in (label, label + 100) for v, label in zip(x[:, 0], y))
+
+
+def test_grad_cam_sanity_check_is_recorded(tiny_results):
+    rs = artifacts.open_result_set(tiny_results)
+    for model_id in MODEL_IDS:
+        sanity = rs.metrics(model_id)["sanity"]
+        assert -1 <= sanity["gradcam_rank_correlation"] <= 1
+        assert sanity["passes"] == (sanity["gradcam_rank_correlation"] < sanity["threshold"])
+
+
+def test_reevaluation_rewrites_test_files_with_the_same_predictions(tiny_data, tiny_results, tmp_path):
+    import shutil
+
+    from core import evaluation
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    before = artifacts.open_result_set(copy)
+    status = evaluation.reevaluate(before, data_dir=tiny_data, progress=False)
+    assert status == {m: "evaluated" for m in MODEL_IDS}
+    after = artifacts.open_result_set(copy)
+    assert after.problems == {}
+    for model_id in MODEL_IDS:
+        assert np.allclose(after.predictions(model_id).probs, before.predictions(model_id).probs, atol=1e-4)

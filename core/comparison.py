@@ -1,0 +1,270 @@
+"""Tables that compare the models of a result set, computed from what the result set stores.
+
+Pure pandas/numpy: the dashboard lays these out, the tests check them, nothing here draws.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core import images, stats
+from core.artifacts import SAMPLES, ResultSet
+from core.specs import MODEL_SPECS
+
+
+def ordered_classes(result_set: ResultSet) -> list[str]:
+    """Class names with fruits first, then vegetables, each alphabetical: confusions cluster by group."""
+    groups = result_set.groups
+    return sorted(result_set.class_names, key=lambda c: (groups[c] != "fruit", groups[c], c))
+
+
+def overview_table(result_set: ResultSet) -> pd.DataFrame:
+    """One row per available model: test figures with intervals, cost, and the study's reference."""
+    rows = []
+    for model_id, info in result_set.models.items():
+        m = result_set.metrics(model_id)
+        spec = MODEL_SPECS[model_id]
+        rows.append({
+            "id": model_id,
+            "model": spec.title,
+            "accuracy": m["accuracy"],
+            "accuracy_low": m["accuracy_interval"][0],
+            "accuracy_high": m["accuracy_interval"][1],
+            "correct": round(m["accuracy"] * m["n"]),
+            "n": m["n"],
+            "clean_accuracy": m["clean_accuracy"],
+            "clean_n": m["clean_n"],
+            "loss": m["loss"],
+            "loss_low": m["loss_interval"][0],
+            "loss_high": m["loss_interval"][1],
+            "top5_accuracy": m["top5_accuracy"],
+            "group_accuracy": m["group_accuracy"],
+            "group_low": m["group_accuracy_interval"][0],
+            "group_high": m["group_accuracy_interval"][1],
+            "ece": m["ece"],
+            "best_epoch": info["best_epoch"],
+            "epochs_run": info["epochs_run"],
+            "parameters": info["parameters"],
+            "trainable_parameters": info["trainable_parameters"],
+            "stored_mb": info["stored_bytes"] / 1e6,
+            "inference_ms": m["inference_ms"],
+            "train_minutes": info["train_seconds"] / 60,
+            "learning_rate": info["learning_rate"],
+            "reference_accuracy": spec.reference_accuracy,
+            "reference_loss": spec.reference_loss,
+            "accuracy_vs_reference": m["accuracy"] - spec.reference_accuracy,
+        })
+    return pd.DataFrame(rows)
+
+
+def reading(table: pd.DataFrame) -> list[str]:
+    """A plain-language reading of the overview table: what is and is not a real difference."""
+    if table.empty:
+        return []
+    table = table.sort_values("accuracy", ascending=False)
+    best = table.iloc[0]
+    n = int(best["n"])
+    lines = [
+        f"{best['model']} has the highest test accuracy: {best['accuracy']:.1%} "
+        f"({int(best['correct'])} of {n} test images; 95% interval {best['accuracy_low']:.1%} to {best['accuracy_high']:.1%}). "
+        f"One test image is {100 / n:.2f} points."
+    ]
+    overlapping = [r["model"] for _, r in table.iloc[1:].iterrows() if r["accuracy_high"] >= best["accuracy_low"]]
+    separated = [r["model"] for _, r in table.iloc[1:].iterrows() if r["accuracy_high"] < best["accuracy_low"]]
+    if overlapping:
+        lines.append(
+            f"{', '.join(overlapping)} {'lies' if len(overlapping) == 1 else 'lie'} within {best['model']}'s interval: "
+            "on this test set they cannot be told apart (see Statistics for paired tests)."
+        )
+    if separated:
+        lines.append(f"{', '.join(separated)} {'is' if len(separated) == 1 else 'are'} clearly below {best['model']}.")
+    leaked = table[table["clean_n"] < table["n"]]
+    if not leaked.empty:
+        row = leaked.iloc[0]
+        lines.append(
+            f"{int(row['n'] - row['clean_n'])} of {n} test images have a duplicate in training; "
+            "the clean accuracy column leaves them out."
+        )
+    lines.append(
+        "The study's reference figures were measured on the full Kaggle test split, in which nearly every test "
+        "image is a copy of a training image; differences from them are not like-for-like."
+    )
+    return lines
+
+
+def mcnemar_tables(result_set: ResultSet) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Pairwise exact McNemar tests: p-values, counts of images the row model alone gets right, verdicts."""
+    ids = list(result_set.models)
+    correct, files = {}, None
+    for model_id in ids:
+        preds = result_set.predictions(model_id)
+        if files is not None and not np.array_equal(files, preds.files):
+            raise ValueError("the models were tested on different images; paired tests need the same test set")
+        files = preds.files
+        correct[model_id] = preds.correct
+    results = stats.pairwise_mcnemar(correct)
+    titles = {m: MODEL_SPECS[m].title for m in ids}
+    pvalues = pd.DataFrame(np.nan, index=[titles[m] for m in ids], columns=[titles[m] for m in ids])
+    only_row = pd.DataFrame(0, index=pvalues.index, columns=pvalues.columns)
+    for (a, b), r in results.items():
+        pvalues.loc[titles[a], titles[b]] = r.p_value
+        only_row.loc[titles[a], titles[b]] = r.only_a
+    verdicts = [
+        stats.mcnemar_verdict(titles[a], titles[b], results[(a, b)])
+        for i, a in enumerate(ids) for b in ids[i + 1 :]
+    ]
+    return pvalues, only_row, verdicts
+
+
+def most_confused(confusion: np.ndarray, class_names: list[str], top: int = 10) -> pd.DataFrame:
+    """The largest off-diagonal cells: which true class is taken for which, how often, what share."""
+    matrix = np.asarray(confusion)
+    support = matrix.sum(axis=1)
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:top]
+    rows = []
+    for flat in order:
+        i, j = np.unravel_index(flat, off.shape)
+        if off[i, j] == 0:
+            break
+        rows.append({"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
+                     "share of true class": off[i, j] / support[i]})
+    return pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
+
+
+def per_class_table(result_set: ResultSet, model_id: str) -> pd.DataFrame:
+    per_class = result_set.metrics(model_id)["per_class"]
+    frame = pd.DataFrame([{"class": c, "group": result_set.groups[c], **per_class[c]} for c in ordered_classes(result_set)])
+    return frame[frame["support"] > 0].reset_index(drop=True)
+
+
+def image_table(result_set: ResultSet, model_ids: list[str]) -> pd.DataFrame:
+    """One row per test image: its true class and each model's prediction, confidence and correctness."""
+    names = result_set.class_names
+    frame = None
+    for model_id in model_ids:
+        preds = result_set.predictions(model_id)
+        if frame is None:
+            frame = pd.DataFrame({"file": preds.files, "true": [names[i] for i in preds.y_true]})
+        frame[f"{model_id}:pred"] = [names[i] for i in preds.y_pred]
+        frame[f"{model_id}:conf"] = preds.probs.max(axis=1)
+        frame[f"{model_id}:correct"] = preds.correct
+    return frame if frame is not None else pd.DataFrame(columns=["file", "true"])
+
+
+def ema(values, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: exponential moving average with its start-up bias corrected."""
+    values = np.asarray(values, float)
+    smoothed, last, debias = np.empty_like(values), 0.0, 0.0
+    for i, v in enumerate(values):
+        last = weight * last + (1 - weight) * v
+        debias = weight * debias + (1 - weight)
+        smoothed[i] = last / debias if debias else v
+    return smoothed
+
+
+def confusion_frame(confusion, class_names: list[str], order: list[str]) -> pd.DataFrame:
+    """The confusion matrix as a table, rows the true class and columns the predicted, both in ``order``."""
+    frame = pd.DataFrame(np.asarray(confusion), index=class_names, columns=class_names)
+    frame = frame.loc[order, order]
+    frame.index.name, frame.columns.name = "true", "predicted"
+    return frame
+
+
+def row_shares(counts: pd.DataFrame) -> pd.DataFrame:
+    """Each row divided by its total: the share of the true class; NaN for a class without test images."""
+    totals = counts.sum(axis=1).replace(0, np.nan)
+    return counts.div(totals, axis=0)
+
+
+def group_breaks(classes: list[str], groups: dict[str, str]) -> list[int]:
+    """Positions in an ordered class list where the group changes: where the separator lines go."""
+    return [i for i in range(1, len(classes)) if groups[classes[i]] != groups[classes[i - 1]]]
+
+
+def recall_difference(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """Per-class accuracy (recall) of two models from their ``per_class_table``s, and first minus second."""
+    merged = first[["class", "group", "support", "recall"]].merge(
+        second[["class", "recall"]], on="class", suffixes=("_first", "_second")
+    )
+    merged["difference"] = merged["recall_first"] - merged["recall_second"]
+    return merged
+
+
+def right_only(table: pd.DataFrame, right: str, wrong: str) -> pd.DataFrame:
+    """Rows of an ``image_table`` that model ``right`` classifies correctly and model ``wrong`` does not."""
+    return table[table[f"{right}:correct"] & ~table[f"{wrong}:correct"]]
+
+
+def cell_images(table: pd.DataFrame, model_id: str, true: str, predicted: str) -> pd.DataFrame:
+    """Rows of an ``image_table`` in one confusion cell of a model: this true class, taken for that one."""
+    return table[(table["true"] == true) & (table[f"{model_id}:pred"] == predicted)]
+
+
+def choose_images(
+    table: pd.DataFrame,
+    true_class: str | None = None,
+    model_id: str | None = None,
+    correct: bool | None = None,
+    disagree: bool = False,
+) -> pd.DataFrame:
+    """Filter an ``image_table``: by true class, by one model being right (or wrong), by the models disagreeing.
+
+    None leaves a filter off. The models disagree on an image when their predictions are not all the same.
+    """
+    keep = pd.Series(True, index=table.index)
+    if true_class is not None:
+        keep &= table["true"] == true_class
+    if model_id is not None and correct is not None:
+        keep &= table[f"{model_id}:correct"] == correct
+    if disagree:
+        predictions = table[[c for c in table.columns if c.endswith(":pred")]]
+        keep &= predictions.nunique(axis=1) > 1
+    return table[keep]
+
+
+def sanity_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Per model, the Grad-CAM randomisation check stored in its metrics; NaN where it was not run.
+
+    ``metrics`` maps model id to that model's metrics.json.
+    """
+    rows = []
+    for model_id, m in metrics.items():
+        check = m.get("sanity") or {}
+        rows.append({
+            "id": model_id,
+            "gradcam_rank_correlation": check.get("gradcam_rank_correlation", np.nan),
+            "threshold": check.get("threshold", np.nan),
+            "passes": check.get("passes"),
+        })
+    return pd.DataFrame(rows, columns=["id", "gradcam_rank_correlation", "threshold", "passes"])
+
+
+def find_test_photo(result_set: ResultSet, file: str, label: str) -> Path | None:
+    """Where to read a test photo: under the dataset root, else its copy in the result set's samples, else None.
+
+    ``file`` is the path stored in the predictions, relative to the dataset root; a fresh clone has only the
+    result set, whose samples folder keeps a few test photos as ``samples/<class>/<stem>.jpg``.
+    """
+    root = result_set.manifest.get("dataset_summary", {}).get("root")
+    candidates = [Path(root) / file] if root else []
+    candidates.append(result_set.root / SAMPLES / label / f"{PurePosixPath(file).stem}.jpg")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def read_test_photo(result_set: ResultSet, file: str, label: str, max_side: int) -> Image.Image | None:
+    """The test photo, shrunk to fit ``max_side``; None when it cannot be found or read."""
+    path = find_test_photo(result_set, file, label)
+    if path is None:
+        return None
+    try:
+        photo = images.read_image(path)
+    except images.ImageError:
+        return None
+    photo.thumbnail((max_side, max_side))
+    return photo

@@ -1,0 +1,1 @@
+"""Dashboard pages: layout only; the logic lives in ``core``."""

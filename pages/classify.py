@@ -1,0 +1,126 @@
+"""Classify: one photo, all six models side by side, with where each of them looked."""
+
+import os
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import explain, images, inference, reports
+from pages import common
+
+st.title("Classify a photo")
+rs = common.result_set()
+path, stamp = common.key(rs)
+
+with st.sidebar.expander("ImageNet weights"):
+    weights_dir = st.text_input(
+        "Weights folder", value=os.environ.get("FRUITVEG_WEIGHTS_DIR", ""),
+        help="Folder with vgg16_notop.weights.h5 and resnet50_notop.weights.h5. Empty: Keras downloads them.",
+    ) or None
+
+
+@st.cache_resource(show_spinner="Loading the models (once per process)…", max_entries=2)
+def classifier_for(path: str, stamp: str, weights_dir: str | None):
+    return inference.load_classifier(common._open(path, stamp), weights_dir)
+
+
+@st.cache_data(show_spinner="Running the models…", max_entries=64)
+def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image):
+    """All models on one photo; cached by the photo's hash, so moving a slider never reruns a model."""
+    classifier, _ = classifier_for(path, stamp, weights_dir)
+    result = classifier.classify_image(_image)
+    return result, reports.summarise(result, common._open(path, stamp), top=5)
+
+
+classifier, unavailable = classifier_for(path, stamp, weights_dir)
+for model_id, reason in unavailable.items():
+    if model_id in rs.models:
+        st.warning(f"**{common.title(model_id)}** cannot run here: {reason}")
+if classifier is None:
+    st.error("No model of this result set can run here.")
+    st.stop()
+
+upload_tab, camera_tab, sample_tab = st.tabs(["Upload", "Camera", "Sample photos"])
+with upload_tab:
+    uploaded = st.file_uploader(
+        "A photo of a fruit or vegetable", type=["jpg", "jpeg", "png", "webp", "bmp"],
+        help=f"Up to {images.MAX_FILE_BYTES // 2**20} MB.",
+    )
+with camera_tab:
+    photo = st.camera_input("Take a photo")
+with sample_tab:
+    samples = rs.samples()
+    choice = st.selectbox(
+        "Sample from the test split", [None, *range(len(samples))],
+        format_func=lambda i: "(none)" if i is None else f"{samples[i][1]} · {samples[i][0].name}",
+    )
+source = uploaded or photo or (samples[choice][0] if choice is not None else None)
+if source is None:
+    st.info("Upload a photo, take one, or pick a sample to see what each model says.")
+    st.stop()
+
+data = source.getvalue() if hasattr(source, "getvalue") else source.read_bytes()
+try:
+    image = images.read_image(data)
+except images.ImageError as err:
+    st.error(f"This file cannot be classified: {err}")
+    st.stop()
+result, summary = classify(path, stamp, weights_dir, images.image_digest(data), image)
+class_names = rs.class_names
+
+agree = summary["agreement"]
+ensemble = summary["ensemble"]
+head = st.columns([1, 2])
+head[0].image(image, caption=f"{image.width}×{image.height} px", width="stretch")
+with head[1]:
+    st.metric("Models agreeing", f"{agree['models']} of {agree['of']}", help="How many say the most common top class")
+    st.markdown(
+        f"**{agree['models']} of {agree['of']} models say _{agree['class']}_.** "
+        f"Average of the models (soft voting): **{ensemble['top'][0][0]}** {ensemble['top'][0][1]:.0%}, "
+        f"a **{ensemble['group']}** ({ensemble['group_probability']:.0%})."
+    )
+    st.caption("Ensemble top 5: " + ", ".join(f"{c} {p:.0%}" for c, p in ensemble["top"]))
+
+
+def top5_chart(top, colour):
+    names = [c for c, _ in top][::-1]
+    probs = [p for _, p in top][::-1]
+    figure = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colour,
+                              text=[f"{p:.0%}" for p in probs], textposition="auto"))
+    figure.update_layout(height=170, margin=dict(l=0, r=0, t=0, b=0), xaxis=dict(range=[0, 1], visible=False))
+    return figure
+
+
+@st.fragment
+def model_cards():
+    controls = st.columns([2, 2, 3])
+    kind = controls[0].radio("Heatmap", ["Grad-CAM", "Attention"], horizontal=True,
+                             help="Attention: the map the attention models use to pool features (only those two). "
+                             "Grad-CAM: which regions raise the target class's score, for all six.")
+    opacity = controls[1].slider("Opacity", 0.0, 1.0, 0.45, 0.05)
+    ranked = [class_names[i] for i in np.argsort(-result.ensemble()[0])]
+    target = controls[2].selectbox("Grad-CAM target class", ["each model's top class", *ranked])
+    ids = list(result.results)
+    for row in range(0, len(ids), 3):
+        for column, model_id in zip(st.columns(3), ids[row : row + 3]):
+            explanation = result.results[model_id]
+            answer = summary["models"][model_id]
+            with column.container(border=True):
+                top_class, top_prob = answer["top"][0]
+                st.markdown(f"**{common.title(model_id)}**  \n{top_class} {top_prob:.0%} · "
+                            f"{answer['group']} {answer['group_probability']:.0%}")
+                if kind == "Attention" and explanation.attention is None:
+                    st.image(image, caption="no attention map: this model has no attention layer", width="stretch")
+                else:
+                    if kind == "Attention":
+                        heatmap, caption = explanation.attention[0], "attention map"
+                    else:
+                        index = class_names.index(top_class if target.startswith("each") else target)
+                        heatmap, caption = explanation.gradcam[0, index], f"Grad-CAM for {class_names[index]}"
+                    st.image(explain.overlay(image, heatmap, opacity), caption=caption, width="stretch")
+                st.plotly_chart(top5_chart(answer["top"], common.MODEL_COLOURS[model_id]), width="stretch",
+                                key=f"top5-{model_id}", config={"displayModeBar": False})
+
+
+model_cards()

@@ -1,0 +1,57 @@
+"""Training curves: loss or accuracy per epoch (or elapsed time), smoothed, best epoch marked."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import comparison
+from pages import common
+
+st.title("Training curves")
+rs = common.result_set()
+
+left, middle, right = st.columns([3, 2, 2])
+chosen = left.multiselect("Models", list(rs.models), default=list(rs.models), format_func=common.title)
+metric = middle.radio("Metric", ["loss", "accuracy"], horizontal=True)
+x_axis = right.radio("X axis", ["epoch", "elapsed time"], horizontal=True)
+smoothing = st.slider(
+    "Smoothing", 0.0, 0.95, 0.0, 0.05,
+    help="Exponential moving average with start-up bias correction, as in TensorBoard; 0 shows the raw values.",
+)
+splits = st.multiselect("Curves", ["validation", "train"], default=["validation", "train"])
+
+figure = go.Figure()
+for model_id in chosen:
+    history = rs.history(model_id)
+    info = rs.models[model_id]
+    x = history["epoch"] if x_axis == "epoch" else history["elapsed_seconds"] / 60
+    colour = common.MODEL_COLOURS[model_id]
+    for split in splits:
+        column = metric if split == "train" else f"val_{metric}"
+        if column not in history:
+            continue
+        y = comparison.ema(history[column], smoothing) if smoothing else history[column]
+        figure.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=f"{common.title(model_id)} · {split}",
+            line=dict(color=colour, dash="solid" if split == "validation" else "dot"),
+            marker=dict(size=4), legendgroup=model_id,
+        ))
+    best = history[history["epoch"] == info["best_epoch"]]
+    if not best.empty and "validation" in splits and f"val_{metric}" in history:
+        bx = best["epoch"] if x_axis == "epoch" else best["elapsed_seconds"] / 60
+        figure.add_trace(go.Scatter(
+            x=bx, y=best[f"val_{metric}"], mode="markers", legendgroup=model_id, showlegend=False,
+            marker=dict(symbol="star", size=14, color=colour, line=dict(color="black", width=1)),
+            hovertemplate=f"{common.title(model_id)}: best epoch {info['best_epoch']}<extra></extra>",
+        ))
+figure.update_layout(
+    height=520, margin=dict(l=10, r=10, t=30, b=10),
+    xaxis_title="epoch" if x_axis == "epoch" else "elapsed training minutes (excluding the shared trunk pass)",
+    yaxis_title=metric, yaxis_tickformat=".0%" if metric == "accuracy" else None,
+    legend=dict(orientation="h", yanchor="bottom", y=1.02),
+)
+st.plotly_chart(figure, width="stretch")
+st.caption(
+    "Solid: validation; dotted: training. ★ marks the epoch whose weights were kept (lowest validation loss); "
+    "training stopped after the validation loss had not improved for "
+    f"{rs.config['patience']} epochs. Training figures are averaged over an epoch, with dropout on."
+)

@@ -1,0 +1,69 @@
+"""Statistics: is a difference between two models real? Paired tests and calibration."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import comparison
+from pages import common
+
+st.title("Statistics")
+rs = common.result_set()
+table = common.overview_table(*common.key(rs))
+n = int(table["n"].iloc[0])
+
+st.subheader("Paired comparison (exact McNemar test)")
+st.markdown(
+    f"All models answer the same {n} test images, so two models are compared on the images where exactly one of "
+    "them is right. The exact McNemar test asks whether that split could be a coin toss. "
+    "Cell (row, column): the p-value, and how many images the row model gets right and the column model wrong."
+)
+pvalues, only_row, verdicts = comparison.mcnemar_tables(rs)
+text = np.array([
+    [("" if r == c else f"p = {pvalues.loc[r, c]:.2g}<br>{only_row.loc[r, c]} vs {only_row.loc[c, r]}")
+     for c in pvalues.columns] for r in pvalues.index
+])
+figure = go.Figure(go.Heatmap(
+    z=pvalues.values, x=list(pvalues.columns), y=list(pvalues.index), text=text, texttemplate="%{text}",
+    zmin=0, zmax=0.2, colorscale=[[0, "#08519c"], [0.25, "#6baed6"], [1, "#f7fbff"]],
+    colorbar=dict(title="p-value"), hovertemplate="%{y} vs %{x}<br>%{text}<extra></extra>",
+))
+figure.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_autorange="reversed")
+st.plotly_chart(figure, width="stretch")
+st.markdown("\n".join(f"- {v}" for v in verdicts))
+st.caption("Dark cells (p < 0.05) are differences unlikely to be chance; with 15 pairs, about one in "
+           "twenty such cells can still be chance alone.")
+
+st.subheader("Calibration")
+st.markdown(
+    "A calibrated model that says 80% is right 80% of the time. Bars: accuracy per confidence bin; the "
+    "diagonal is perfect calibration. ECE is the bin-weighted gap; negative log-likelihood is the test loss."
+)
+chosen = st.multiselect("Models", list(rs.models), default=list(rs.models), format_func=common.title)
+figure = go.Figure()
+figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dash"),
+                            name="perfect calibration"))
+for model_id in chosen:
+    bins = rs.metrics(model_id)["reliability"]
+    centres = [(a + b) / 2 for a, b in zip(bins["edges"][:-1], bins["edges"][1:])]
+    keep = [i for i, c in enumerate(bins["count"]) if c]
+    figure.add_trace(go.Scatter(
+        x=[bins["confidence"][i] for i in keep], y=[bins["accuracy"][i] for i in keep], mode="lines+markers",
+        name=common.title(model_id), line=dict(color=common.MODEL_COLOURS[model_id]),
+        marker=dict(size=[6 + 14 * np.sqrt(bins["count"][i] / n) for i in keep]),
+        customdata=[[bins["count"][i], centres[i]] for i in keep],
+        hovertemplate="confidence %{x:.2f} → accuracy %{y:.2f}<br>%{customdata[0]} images<extra></extra>",
+    ))
+figure.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="mean confidence in bin",
+                     yaxis_title="accuracy in bin", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+st.plotly_chart(figure, width="stretch")
+calibration = table[table["id"].isin(chosen)][["model", "ece", "loss", "loss_low", "loss_high"]]
+st.dataframe(
+    calibration, hide_index=True,
+    column_config={
+        "model": "Model", "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
+        "loss": st.column_config.NumberColumn("NLL (= loss)", format="%.3f"),
+        "loss_low": st.column_config.NumberColumn("NLL 95% low", format="%.3f", help="bootstrap over test images"),
+        "loss_high": st.column_config.NumberColumn("NLL 95% high", format="%.3f"),
+    },
+)
