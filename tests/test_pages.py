@@ -1,0 +1,76 @@
+"""AppTest runs of the pages written around the result-set tables: overview, curves, statistics, classify."""
+
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, TINY_CLASSES, make_photo
+from core.specs import MODEL_IDS, MODEL_SPECS
+
+
+def page(name: str, results) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    at.session_state["artifacts"] = str(results)
+    return at.run()
+
+
+def test_overview_shows_every_model_with_intervals_and_the_reading(tiny_results):
+    at = page("overview", tiny_results)
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["model"]) == sorted(MODEL_SPECS[m].title for m in MODEL_IDS)
+    assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
+    text = " ".join(m.value for m in at.markdown)
+    assert "has the highest test accuracy" in text and "One test image is" in text
+    assert at.get("download_button")
+
+
+def test_overview_names_a_missing_model_and_shows_the_rest(tiny_results, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    shutil.rmtree(copy / "resnet50")
+    at = page("overview", copy)
+    assert not at.exception
+    assert any("ResNet50 (fine-tuned)" in w.value and "missing" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) == 5
+
+
+def test_no_result_set_explains_how_to_make_one(tmp_path):
+    at = page("overview", tmp_path / "nothing-here")
+    assert not at.exception
+    assert "No usable result set" in at.error[0].value
+    assert "scripts/train.py" in at.code[0].value
+
+
+def test_curves_respond_to_metric_smoothing_and_axis(tiny_results):
+    at = page("curves", tiny_results)
+    assert not at.exception
+    at.radio[0].set_value("accuracy").run()
+    at.slider[0].set_value(0.6).run()
+    at.radio[1].set_value("elapsed time").run()
+    at.multiselect[0].set_value(["cnn", "vgg16"]).run()
+    assert not at.exception
+    assert at.radio[0].value == "accuracy" and at.slider[0].value == 0.6
+
+
+def test_statistics_lists_a_verdict_for_every_pair(tiny_results):
+    at = page("statistics", tiny_results)
+    assert not at.exception
+    block = next(m.value for m in at.markdown if m.value.startswith("- ") and " vs " in m.value)
+    assert len(block.splitlines()) == 15  # 6 models, every pair once
+    assert len(at.dataframe[0].value) == 6
+
+
+def test_classify_shows_six_results_for_a_sample_and_an_upload(tiny_results, tmp_path):
+    at = page("classify", tiny_results)
+    assert not at.exception
+    at.selectbox[0].set_value(0).run()
+    assert not at.exception
+    cards = [m.value for m in at.markdown if m.value.startswith("**") and "%" in m.value]
+    assert len([c for c in cards if any(MODEL_SPECS[m].title in c for m in MODEL_IDS)]) == 6
+    assert "of 6 models say" in " ".join(m.value for m in at.markdown)
+    at.slider[0].set_value(0.8).run()
+    at.radio[0].set_value("Attention").run()
+    assert not at.exception
