@@ -12,6 +12,7 @@ Layout of a result set ``OUT/``::
         top.weights.h5    (backbone models) only what training changed: the unfrozen block and the head;
                           the frozen rest is rebuilt from the ImageNet weights
         history.csv       one row per epoch
+        seed<N>-*.csv/json/npz  history, metrics and predictions of extra runs with other seeds (--seeds)
         metrics.json      test metrics
         predictions.npz   test files, true labels, class probabilities
         maps.npz          low-resolution float16 Grad-CAM (predicted and true class) and attention maps
@@ -53,6 +54,11 @@ PREDICTIONS = "predictions.npz"
 MAPS = "maps.npz"
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
 RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset")
+
+
+def replicate_file(seed: int, name: str) -> str:
+    """File name of another seed's run of a model, e.g. ``seed1-metrics.json``."""
+    return f"seed{seed}-{name}"
 
 
 class ResultSetError(Exception):
@@ -259,6 +265,18 @@ class ResultSet:
     def maps(self, model_id: str) -> dict[str, np.ndarray]:
         with np.load(self.root / model_id / MAPS, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+
+    def replicate_seeds(self, model_id: str) -> list[int]:
+        """Seeds of the extra runs of a model (training with --seeds), besides its main run."""
+        names = self.manifest["models"][model_id]["files"]
+        suffix = "-" + METRICS
+        return sorted(int(n[4 : -len(suffix)]) for n in names if n.startswith("seed") and n.endswith(suffix))
+
+    def replicate_history(self, model_id: str, seed: int) -> pd.DataFrame:
+        return pd.read_csv(self.root / model_id / replicate_file(seed, HISTORY))
+
+    def replicate_metrics(self, model_id: str, seed: int) -> dict:
+        return read_json(self.root / model_id / replicate_file(seed, METRICS))
 
     def samples(self) -> list[tuple[Path, str]]:
         """The sample photos shipped with the result set, as (path, class)."""

@@ -28,6 +28,10 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
     for model_id, info in result_set.models.items():
         m = result_set.metrics(model_id)
         spec = MODEL_SPECS[model_id]
+        seed_accuracy = [m["accuracy"]] + [
+            result_set.replicate_metrics(model_id, s)["accuracy"] for s in result_set.replicate_seeds(model_id)
+        ]
+        seed_mean, seed_sd = stats.mean_and_spread(seed_accuracy)
         rows.append({
             "id": model_id,
             "model": spec.title,
@@ -46,6 +50,9 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
             "group_low": m["group_accuracy_interval"][0],
             "group_high": m["group_accuracy_interval"][1],
             "ece": m["ece"],
+            "seed_runs": len(seed_accuracy),
+            "seed_mean_accuracy": seed_mean,
+            "seed_sd_accuracy": seed_sd,
             "best_epoch": info["best_epoch"],
             "epochs_run": info["epochs_run"],
             "parameters": info["parameters"],
@@ -157,6 +164,21 @@ def image_table(result_set: ResultSet, model_ids: list[str]) -> pd.DataFrame:
     return frame if frame is not None else pd.DataFrame(columns=["file", "true"])
 
 
+def seed_band(result_set: ResultSet, model_id: str, column: str) -> pd.DataFrame | None:
+    """Per epoch, the mean, lowest and highest value of ``column`` over all seed runs of a model.
+
+    None without extra seed runs. Runs stop at different epochs; an epoch counts while two runs reach it.
+    """
+    seeds = result_set.replicate_seeds(model_id)
+    if not seeds:
+        return None
+    runs = [result_set.history(model_id)] + [result_set.replicate_history(model_id, s) for s in seeds]
+    values = pd.concat([r.set_index("epoch")[column].rename(i) for i, r in enumerate(runs)], axis=1)
+    values = values[values.notna().sum(axis=1) >= 2]
+    return pd.DataFrame({"epoch": values.index, "mean": values.mean(axis=1), "low": values.min(axis=1),
+                         "high": values.max(axis=1), "runs": values.notna().sum(axis=1)}).reset_index(drop=True)
+
+
 def ema(values, weight: float) -> np.ndarray:
     """TensorBoard's smoothing: exponential moving average with its start-up bias corrected."""
     values = np.asarray(values, float)
@@ -180,6 +202,13 @@ def row_shares(counts: pd.DataFrame) -> pd.DataFrame:
     """Each row divided by its total: the share of the true class; NaN for a class without test images."""
     totals = counts.sum(axis=1).replace(0, np.nan)
     return counts.div(totals, axis=0)
+
+
+def confusion_cells(counts: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell of a ``confusion_frame``: true, predicted, count, and the share of the true class."""
+    cells = counts.stack().rename("count").reset_index()
+    cells["share"] = cells["count"] / cells.groupby("true")["count"].transform("sum")
+    return cells
 
 
 def group_breaks(classes: list[str], groups: dict[str, str]) -> list[int]:
@@ -228,21 +257,28 @@ def choose_images(
     return table[keep]
 
 
-def sanity_table(metrics: dict[str, dict]) -> pd.DataFrame:
-    """Per model, the Grad-CAM randomisation check stored in its metrics; NaN where it was not run.
+def models_right(table: pd.DataFrame) -> pd.Series:
+    """Per row of an ``image_table``, how many of its models classify the image correctly."""
+    return table[[c for c in table.columns if c.endswith(":correct")]].sum(axis=1)
 
-    ``metrics`` maps model id to that model's metrics.json.
+
+def sanity_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Per model, the Grad-CAM randomisation check stored in its metrics (key "sanity"), if it was run.
+
+    ``metrics`` maps model id to that model's metrics.json. A model not checked has ``checked`` False,
+    ``passes`` False and NaN figures.
     """
     rows = []
     for model_id, m in metrics.items():
         check = m.get("sanity") or {}
         rows.append({
             "id": model_id,
+            "checked": bool(check),
+            "passes": bool(check.get("passes", False)),
             "gradcam_rank_correlation": check.get("gradcam_rank_correlation", np.nan),
             "threshold": check.get("threshold", np.nan),
-            "passes": check.get("passes"),
         })
-    return pd.DataFrame(rows, columns=["id", "gradcam_rank_correlation", "threshold", "passes"])
+    return pd.DataFrame(rows, columns=["id", "checked", "passes", "gradcam_rank_correlation", "threshold"])
 
 
 def find_test_photo(result_set: ResultSet, file: str, label: str) -> Path | None:

@@ -187,9 +187,14 @@ def run(
     strategy: str = "default",
     group_overrides: dict | None = None,
     samples_per_class: int = 3,
+    seeds: int = 1,
     progress: bool = True,
 ) -> dict[str, str]:
-    """Train the models not yet complete in ``out``; returns model id -> "trained"/"done"/reason skipped."""
+    """Train the models not yet complete in ``out``; returns model id -> "trained"/"done"/reason skipped.
+
+    With ``seeds`` > 1 every model is also trained again from seeds ``hp.seed + 1`` ... (replicates, whose
+    history, metrics and predictions are kept beside the model to show the spread that seeds alone cause).
+    """
     timings = {}
     clock = time.perf_counter()
     plan = dataset.plan_splits(data_dir, split, hp.seed, progress=progress)
@@ -226,9 +231,9 @@ def run(
             "numpy": np.__version__,
         },
     )
-    status = {m: "done" for m in model_ids if writer.is_complete(m)}
-    todo = [m for m in model_ids if m not in status]
-    if not todo:
+    jobs = [(m, hp.seed + k) for m in model_ids for k in range(seeds) if not _job_done(writer, m, hp.seed + k, hp.seed)]
+    status = {m: "done" for m in model_ids}
+    if not jobs:
         return status
 
     clock = time.perf_counter()
@@ -243,19 +248,21 @@ def run(
     clean_mask = ~np.isin([f.path for f in data["test"][2]], plan.leaked["test"])
 
     weights = {}
-    for backbone in sorted({MODEL_SPECS[m].backbone for m in todo} - {None}):
+    for backbone in sorted({MODEL_SPECS[m].backbone for m, _ in jobs} - {None}):
         try:
             weights[backbone] = "random" if random_backbones else models.imagenet_weights(backbone, weights_dir)
         except models.WeightsUnavailable as err:
-            for m in [m for m in todo if MODEL_SPECS[m].backbone == backbone]:
+            for m in [m for m, _ in jobs if MODEL_SPECS[m].backbone == backbone]:
                 status[m] = str(err)
-    todo = [m for m in todo if m not in status]
+    jobs = [(m, seed) for m, seed in jobs if status[m] == "done"]
 
     dist = resolve_strategy(strategy)
     caches: dict[str, dict] = {}
-    for position, model_id in enumerate(todo):
+    for position, (model_id, run_seed) in enumerate(jobs):
         spec = MODEL_SPECS[model_id]
-        seed = hp.seed * 1000 + MODEL_IDS.index(model_id)
+        if status[model_id] not in ("done", "trained"):
+            continue  # its first run failed; no replicate without it
+        seed = run_seed * 1000 + MODEL_IDS.index(model_id)
         keras.utils.set_random_seed(seed)
         with dist.scope():
             try:
@@ -273,14 +280,18 @@ def run(
             inputs["validation"], data["validation"][1], hp, seed,
         )
         train_seconds = time.perf_counter() - clock
-        log.info("%s: %d epochs, best %d, %.0f s", model_id, len(history), best_epoch, train_seconds)
-        _write_model(
-            writer, model, spec, class_names, groups, history, best_epoch, train_seconds,
-            caches[spec.backbone]["trunk"]["test"] if spec.backbone else data["test"][0],
-            data["test"], clean_mask, weights.get(spec.backbone), hp,
-        )
+        log.info("%s, seed %d: %d epochs, best %d, %.0f s", model_id, run_seed, len(history), best_epoch, train_seconds)
+        explain_inputs = caches[spec.backbone]["trunk"]["test"] if spec.backbone else data["test"][0]
+        if run_seed == hp.seed:
+            _write_model(
+                writer, model, spec, class_names, groups, history, best_epoch, train_seconds,
+                explain_inputs, data["test"], clean_mask, weights.get(spec.backbone), hp,
+            )
+        else:
+            _write_replicate(writer, model, spec, run_seed, class_names, groups, history, explain_inputs,
+                             data["test"], clean_mask)
         status[model_id] = "trained"
-        print(f"[{position + 1}/{len(todo)}] {model_id} written to {writer.root / model_id}", flush=True)
+        print(f"[{position + 1}/{len(jobs)}] {model_id} (seed {run_seed}) written to {writer.root / model_id}", flush=True)
     writer.save_manifest(timings={**writer.manifest.get("timings", {}), **timings})
     return status
 
@@ -353,6 +364,25 @@ def _write_model(writer, model, spec, class_names, groups, history, best_epoch, 
                 "trunk_signature": models.trunk_signature(model, spec) if spec.backbone else None,
             },
         )
+
+
+def _job_done(writer, model_id: str, seed: int, first_seed: int) -> bool:
+    if not writer.is_complete(model_id):
+        return False
+    return seed == first_seed or artifacts.replicate_file(seed, artifacts.METRICS) in writer.manifest["models"][model_id]["files"]
+
+
+def _write_replicate(writer, model, spec, seed, class_names, groups, history, explain_inputs, test_data, clean_mask):
+    """Another seed's run of a model: its history, test metrics and predictions, added to the model's folder."""
+    _, y_test, files = test_data
+    probs = models.top_model(model, spec).predict(np.asarray(explain_inputs, np.float32), verbose=0)
+    metrics = evaluation.evaluate(probs, y_test, class_names, [groups[c] for c in class_names], clean_mask)
+    metrics["best_epoch"] = int(history["val_loss" if "val_loss" in history else "loss"].idxmin()) + 1
+    with writer.model_folder(spec.id, keep_existing=True) as folder:
+        artifacts.write_csv(folder / artifacts.replicate_file(seed, artifacts.HISTORY), history)
+        artifacts.write_json(folder / artifacts.replicate_file(seed, artifacts.METRICS), metrics)
+        artifacts.write_npz(folder / artifacts.replicate_file(seed, artifacts.PREDICTIONS),
+                            files=np.array([f.path for f in files]), y_true=y_test, probs=probs.astype(np.float32))
 
 
 def _weights_label(weights: str) -> str:

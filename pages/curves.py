@@ -35,6 +35,13 @@ for model_id in chosen:
             line=dict(color=colour, dash="solid" if split == "validation" else "dot"),
             marker=dict(size=4), legendgroup=model_id,
         ))
+    band = comparison.seed_band(rs, model_id, f"val_{metric}") if x_axis == "epoch" else None
+    if band is not None and "validation" in splits:
+        figure.add_trace(go.Scatter(
+            x=list(band["epoch"]) + list(band["epoch"][::-1]), y=list(band["high"]) + list(band["low"][::-1]),
+            fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0), legendgroup=model_id,
+            name=f"{common.title(model_id)} · {int(band['runs'].max())} seeds (range)", hoverinfo="skip",
+        ))
     best = history[history["epoch"] == info["best_epoch"]]
     if not best.empty and "validation" in splits and f"val_{metric}" in history:
         bx = best["epoch"] if x_axis == "epoch" else best["elapsed_seconds"] / 60
@@ -53,5 +60,7 @@ st.plotly_chart(figure, width="stretch")
 st.caption(
     "Solid: validation; dotted: training. ★ marks the epoch whose weights were kept (lowest validation loss); "
     "training stopped after the validation loss had not improved for "
-    f"{rs.config['patience']} epochs. Training figures are averaged over an epoch, with dropout on."
+    f"{rs.config['patience']} epochs. Training figures are averaged over an epoch, with dropout on. "
+    "Shaded: the range of the validation curve over runs with other seeds, where the result set has them "
+    "(by epoch only)."
 )

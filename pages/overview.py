@@ -35,6 +35,10 @@ columns = {
         "Fruit/veg acc.", format="percent", help="Binary fruit-vs-vegetable accuracy: class probabilities summed per group"
     ),
     "ece": st.column_config.NumberColumn("ECE", format="%.3f", help="Expected calibration error, 10 bins"),
+    "seed_runs": st.column_config.NumberColumn("Seeds", help="Training runs with different seeds (train.py --seeds)"),
+    "seed_mean_accuracy": st.column_config.NumberColumn("Acc. mean over seeds", format="percent"),
+    "seed_sd_accuracy": st.column_config.NumberColumn("± sd over seeds", format="%.1%",
+                                                      help="Spread that the random seed alone causes"),
     "best_epoch": st.column_config.NumberColumn("Best epoch"),
     "epochs_run": st.column_config.NumberColumn("Epochs run"),
     "parameters": st.column_config.NumberColumn("Parameters", format="compact"),

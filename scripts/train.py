@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--views", type=int, default=defaults.views, help="augmented views per training photo")
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train each model with this many seeds (--seed, --seed+1, ...) to measure the spread")
     parser.add_argument("--split", choices=("clean", "kaggle"), default="clean",
                         help="clean: duplicates never cross splits (default); kaggle: the dataset's own folders")
     parser.add_argument("--weights-dir", default=None,
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
         status = training.run(
             args.data_dir, args.out, args.models, hp, split=args.split, weights_dir=args.weights_dir,
             random_backbones=args.random_backbones, strategy=args.strategy,
-            group_overrides=groups.load_overrides(args.groups),
+            group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

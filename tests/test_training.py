@@ -109,3 +109,22 @@ def test_reevaluation_rewrites_test_files_with_the_same_predictions(tiny_data, t
     assert after.problems == {}
     for model_id in MODEL_IDS:
         assert np.allclose(after.predictions(model_id).probs, before.predictions(model_id).probs, atol=1e-4)
+
+
+def test_seeds_add_replicate_runs_and_resume(tiny_data, tmp_path):
+    from core import comparison
+
+    out = tmp_path / "seeds"
+    hp = training.HyperParameters(**TINY_HP)
+    status = training.run(tiny_data, out, ["cnn_attention"], hp=hp, seeds=3, random_backbones=True, progress=False)
+    assert status == {"cnn_attention": "trained"}
+    rs = artifacts.open_result_set(out)
+    assert rs.replicate_seeds("cnn_attention") == [1, 2]
+    row = comparison.overview_table(rs).iloc[0]
+    accuracies = [rs.metrics("cnn_attention")["accuracy"]] + [
+        rs.replicate_metrics("cnn_attention", s)["accuracy"] for s in (1, 2)]
+    assert row["seed_runs"] == 3 and row["seed_mean_accuracy"] == pytest.approx(np.mean(accuracies))
+    band = comparison.seed_band(rs, "cnn_attention", "val_loss")
+    assert list(band["runs"]) == [3, 3, 3, 3] and (band["low"] <= band["high"]).all()
+    again = training.run(tiny_data, out, ["cnn_attention"], hp=hp, seeds=3, random_backbones=True, progress=False)
+    assert again == {"cnn_attention": "done"}
