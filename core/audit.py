@@ -8,7 +8,8 @@ every readable image with :mod:`core.dataset` and reports
 * **near duplicate pairs**: files whose bytes differ but whose perceptual hashes lie within
   ``near_duplicate_bits`` of 64 bits under the best rotation/flip (re-encoded, resized, mirrored or
   rotated copies of one photo). Byte-identical pairs are *not* counted again here, so the two counts add
-  up to all pairs of copies;
+  up to all pairs of copies. The default threshold is :data:`core.dataset.NEAR_DUPLICATE_BITS` (6 bits),
+  the one the split uses; its comment says what other values find on the real images;
 * every pair as within-split or cross-split, same-class or cross-class;
 * how many test (and validation) images have an exact or near duplicate in train, i.e. are not unseen.
 
@@ -136,7 +137,8 @@ def breakdown(pairs: list[DuplicatePair]) -> dict[str, int]:
 def audit(root: str | Path, near_duplicate_bits: int = dataset.NEAR_DUPLICATE_BITS, progress: bool = False) -> Audit:
     """Scan and fingerprint ``root`` and audit it; raises FileNotFoundError when there are no images."""
     check_bits(near_duplicate_bits)  # before the slow part, not after it
-    return from_fingerprints(root, dataset.fingerprint(root, dataset.scan(root), progress=progress), near_duplicate_bits)
+    prints = dataset.fingerprint(root, dataset.scan(root), progress=progress)
+    return from_fingerprints(root, prints, near_duplicate_bits)
 
 
 def check_bits(near_duplicate_bits: int) -> None:
@@ -149,7 +151,8 @@ def from_fingerprints(root: str | Path, prints: dataset.Fingerprints, near_dupli
     check_bits(near_duplicate_bits)
     files, sha = prints.files, prints.sha256
     exact = dataset.exact_duplicate_pairs(sha)
-    near = [(i, j, d) for i, j, d in dataset.near_duplicate_pairs(prints.phash, near_duplicate_bits) if sha[i] != sha[j]]
+    near = dataset.near_duplicate_pairs(prints.phash, near_duplicate_bits)
+    near = [(i, j, d) for i, j, d in near if sha[i] != sha[j]]  # byte-identical pairs are exact, not near
     groups = dataset.connected_groups(len(files), exact + near)
     exact_pairs = sorted((DuplicatePair(files[i], files[j], 0, True) for i, j in exact), key=_pair_order)
     near_pairs = sorted(
