@@ -74,3 +74,24 @@ def test_classify_shows_six_results_for_a_sample_and_an_upload(tiny_results, tmp
     at.slider[0].set_value(0.8).run()
     at.radio[0].set_value("Attention").run()
     assert not at.exception
+
+
+def _png(colour, seed, size=100) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    make_photo(colour, np.random.default_rng(seed), size=size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_classify_upload_gives_six_results_and_survives_a_bad_file(tiny_results):
+    at = page("classify", tiny_results)
+    at.file_uploader[0].set_value(("carrot.png", _png(TINY_CLASSES["carrot"], 3), "image/png")).run()
+    assert not at.exception
+    assert "of 6 models say" in " ".join(m.value for m in at.markdown)
+    at.file_uploader[0].set_value(("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "image/jpeg")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "cannot be classified" in at.error[0].value and "\n" not in at.error[0].value
+    at.file_uploader[0].set_value(("peas.png", _png(TINY_CLASSES["peas"], 4), "image/png")).run()
+    assert not at.exception and not at.error
+    assert "of 6 models say" in " ".join(m.value for m in at.markdown)
