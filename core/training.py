@@ -141,13 +141,14 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-def fit(model: keras.Model, trainable: keras.Model, lr: float, train_views, y_train, val_x, y_val, hp, seed):
-    """Train ``trainable`` (which shares its layers with ``model``) and keep the best epoch's weights."""
-    trainable.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
+def fit(trainable: keras.Model, lr: float, train_views, y_train, val_x, y_val, hp, seed):
+    """Train a model (or the top part of one, sharing its layers) and keep the best epoch's weights."""
+    with trainable.distribute_strategy.scope():  # the optimizer's variables must live where the model's do
+        trainable.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=hp.patience, restore_best_weights=True)
@@ -269,14 +270,14 @@ def run(
                 model = models.build_model(
                     model_id, len(class_names), hp.image_size, hp.dropout, weights.get(spec.backbone)
                 )
+                trainable = models.trained_part(model, spec)
             except models.WeightsUnavailable as err:
                 status[model_id] = str(err)
                 continue
         clock = time.perf_counter()
         inputs = _model_inputs(model, spec, train_views, data, caches, timings, progress)
-        trainable = models.trained_part(model, spec)
         history, best_epoch = fit(
-            model, trainable, spec.learning_rate, inputs["train"], data["train"][1],
+            trainable, spec.learning_rate, inputs["train"], data["train"][1],
             inputs["validation"], data["validation"][1], hp, seed,
         )
         train_seconds = time.perf_counter() - clock
