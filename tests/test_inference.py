@@ -81,3 +81,35 @@ def test_classify_script_reports_bad_files_and_classifies_the_rest(tiny_results,
     assert set(lines[0]["models"]) == set(MODEL_IDS)
     assert set(lines[0]["ensemble"]) >= {"top", "group"}
     assert all(len(m["top"]) == 3 and m["group"] in ("fruit", "vegetable") for m in lines[0]["models"].values())
+
+
+from conftest import SHARED_DATA, SHARED_WEIGHTS, needs_shared  # noqa: E402
+
+
+@needs_shared(SHARED_DATA)
+def test_real_photos_go_through_the_validation_path_and_all_models(loaded):
+    rs, classifier = loaded
+    photos = sorted((SHARED_DATA / "test").rglob("*.jpg"))[::20][:6]
+    assert photos
+    for path in photos:
+        image = images.read_image(path)
+        result = classifier.classify_image(image)
+        for r in result.results.values():
+            assert np.isclose(r.probs.sum(), 1, atol=1e-5)
+            heat = explain.upsample(r.gradcam[0, int(r.probs.argmax())], image.size)
+            assert heat.shape == (image.height, image.width) and 0 <= heat.min() and heat.max() <= 1
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_local_imagenet_weights_build_the_real_backbones():
+    from core import models
+    from core.specs import MODEL_SPECS
+
+    for model_id in ("vgg16", "resnet50_attention"):
+        weights = models.imagenet_weights(MODEL_SPECS[model_id].backbone, SHARED_WEIGHTS)
+        a = models.build_model(model_id, 5, 64, weights=weights)
+        b = models.build_model(model_id, 5, 64, weights=weights)
+        random = models.build_model(model_id, 5, 64, weights="random")
+        spec = MODEL_SPECS[model_id]
+        assert models.trunk_signature(a, spec) == pytest.approx(models.trunk_signature(b, spec), rel=1e-5)
+        assert models.trunk_signature(a, spec) != pytest.approx(models.trunk_signature(random, spec), rel=1e-2)
