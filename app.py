@@ -8,8 +8,6 @@ through the environment variable FRUITVEG_ARTIFACTS).
 
 import streamlit as st
 
-from pages import common
-
 st.set_page_config(page_title="Fruit & Vegetable Model Lab", page_icon="🥕", layout="wide")
 
 navigation = st.navigation(
@@ -23,5 +21,4 @@ navigation = st.navigation(
         st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
     ]
 )
-common.sidebar()
 navigation.run()

@@ -5,7 +5,7 @@ Layout of a result set ``OUT/``::
     manifest.json         schema version, configuration, classes and groups, library versions, timings,
                           and the SHA-256 of every other file (loading verifies them)
     dataset.json          the split: policy, seed, exact file lists, skipped files, duplicate leakage
-    samples/<class>/*.jpg a few test photos per class for the classify page
+    samples/<class>/*.jpg every test photo, small (at most SAMPLE_SIDE px), for the pages and as samples
     <model id>/
         model.json        the model's spec, training summary, parameter count, stored size
         model.keras       (CNNs) the whole model
@@ -45,6 +45,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 DATASET = "dataset.json"
 SAMPLES = "samples"
+SAMPLE_SIDE = 224  # longer side of the test photos a result set carries
 MODEL_JSON = "model.json"
 WHOLE_MODEL = "model.keras"
 TOP_WEIGHTS = "top.weights.h5"
@@ -54,6 +55,15 @@ PREDICTIONS = "predictions.npz"
 MAPS = "maps.npz"
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
 RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset")
+
+
+def sample_relpath(file: str, label: str) -> str:
+    """Where a result set keeps its copy of a test photo: ``samples/<class>/<path with / as __>.jpg``.
+
+    The whole relative path goes into the name: two folders of the dataset can hold photos of one name.
+    """
+    flat = file.rsplit(".", 1)[0].replace("/", "__")
+    return f"{SAMPLES}/{label}/{flat}.jpg"
 
 
 def replicate_file(seed: int, name: str) -> str:
@@ -145,6 +155,9 @@ class ResultSetWriter:
         self.manifest["config"] = config
         for stale in self.root.glob(".staging-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        # Temporary files of atomic writes cut short by a killed run (those in staging folders went above).
+        for stale in [*self.root.glob(".*.tmp"), *self.root.glob(f"{SAMPLES}/*/.*.tmp")]:
+            stale.unlink(missing_ok=True)
 
     def save_manifest(self, **fields) -> None:
         self.manifest.update(fields)
@@ -195,9 +208,16 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def _plain_name(name) -> bool:
+    """A bare file name, which cannot point outside its folder (no separator, not absolute, not ``..``)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 def _verify(folder: Path, files: dict[str, str]) -> str | None:
     """None when every file is there with its checksum, else what is wrong."""
     for name, expected in files.items():
+        if not _plain_name(name):
+            return f"{name!r} is not a plain file name (the manifest may have been tampered with)"
         path = folder / name
         if not path.is_file():
             return f"{name} is missing"
@@ -280,11 +300,10 @@ class ResultSet:
 
     def samples(self) -> list[tuple[Path, str]]:
         """The sample photos shipped with the result set, as (path, class)."""
-        prefix = SAMPLES + "/"
         return [
             (self.root / rel, rel.split("/")[1])
             for rel in sorted(self.manifest["files"])
-            if rel.startswith(prefix) and rel.split("/")[1] not in ("", None)
+            if rel.count("/") == 2 and rel.startswith(SAMPLES + "/") and all(map(_plain_name, rel.split("/")))
         ]
 
     def weights_path(self, model_id: str) -> Path:

@@ -5,14 +5,14 @@ Pure pandas/numpy: the dashboard lays these out, the tests check them, nothing h
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from core import images, stats
-from core.artifacts import SAMPLES, ResultSet
+from core.artifacts import ResultSet, sample_relpath
 from core.specs import MODEL_SPECS
 
 
@@ -285,11 +285,11 @@ def find_test_photo(result_set: ResultSet, file: str, label: str) -> Path | None
     """Where to read a test photo: under the dataset root, else its copy in the result set's samples, else None.
 
     ``file`` is the path stored in the predictions, relative to the dataset root; a fresh clone has only the
-    result set, whose samples folder keeps a few test photos as ``samples/<class>/<stem>.jpg``.
+    result set, which keeps a small copy of every test photo (``artifacts.sample_relpath``).
     """
     root = result_set.manifest.get("dataset_summary", {}).get("root")
     candidates = [Path(root) / file] if root else []
-    candidates.append(result_set.root / SAMPLES / label / f"{PurePosixPath(file).stem}.jpg")
+    candidates.append(result_set.root / sample_relpath(file, label))
     return next((path for path in candidates if path.is_file()), None)
 
 

@@ -187,7 +187,6 @@ def run(
     random_backbones: bool = False,
     strategy: str = "default",
     group_overrides: dict | None = None,
-    samples_per_class: int = 3,
     seeds: int = 1,
     progress: bool = True,
 ) -> dict[str, str]:
@@ -243,7 +242,7 @@ def run(
     for name in dataset.SPLITS:
         photos, kept, skipped = load_images(data_dir, plan.files[name], hp.image_size, progress)
         data[name] = (photos, np.array([index[f.label] for f in kept], np.int64), kept)
-    _write_samples(writer, data_dir, data["test"][2], samples_per_class)
+    _write_samples(writer, data_dir, data["test"][2])
     train_views = make_views(data["train"][0], hp.views, hp.seed)
     timings["load_seconds"] = time.perf_counter() - clock
     clean_mask = ~np.isin([f.path for f in data["test"][2]], plan.leaked["test"])
@@ -390,19 +389,15 @@ def _weights_label(weights: str) -> str:
     return weights if weights in ("imagenet", "random") else f"imagenet (local file {Path(weights).name})"
 
 
-def _write_samples(writer, root, test_files, per_class):
-    """Copy a few test photos per class into the result set, re-encoded small, for the classify page."""
-    taken = {}
+def _write_samples(writer, root, test_files):
+    """Every test photo, as a small JPEG in the result set: the dashboard shows test images without the
+    dataset (a fresh clone has only the result set), and the Classify page offers them as samples."""
     for f in test_files:
-        if taken.get(f.label, 0) >= per_class:
-            continue
         try:
             image = images.read_image(f"{root}/{f.path}")
         except images.ImageError:
             continue
-        image.thumbnail((256, 256))
+        image.thumbnail((artifacts.SAMPLE_SIDE, artifacts.SAMPLE_SIDE))
         buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        stem = f.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        writer.write_file(f"{artifacts.SAMPLES}/{f.label}/{stem}.jpg", buffer.getvalue())
-        taken[f.label] = taken.get(f.label, 0) + 1
+        image.save(buffer, "JPEG", quality=80)
+        writer.write_file(artifacts.sample_relpath(f.path, f.label), buffer.getvalue())

@@ -22,7 +22,7 @@ with st.sidebar.expander("ImageNet weights"):
 
 @st.cache_resource(show_spinner="Loading the models (once per process)…", max_entries=2)
 def classifier_for(path: str, stamp: str, weights_dir: str | None):
-    return inference.load_classifier(common._open(path, stamp), weights_dir)
+    return inference.load_classifier(common.cached_result_set(path, stamp), weights_dir)
 
 
 @st.cache_data(show_spinner="Running the models…", max_entries=64)
@@ -30,7 +30,7 @@ def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image
     """All models on one photo; cached by the photo's hash, so moving a slider never reruns a model."""
     classifier, _ = classifier_for(path, stamp, weights_dir)
     result = classifier.classify_image(_image)
-    return result, reports.summarise(result, common._open(path, stamp), top=5)
+    return result, reports.summarise(result, common.cached_result_set(path, stamp), top=5)
 
 
 classifier, unavailable = classifier_for(path, stamp, weights_dir)
@@ -53,7 +53,8 @@ with sample_tab:
     samples = rs.samples()
     choice = st.selectbox(
         "Sample from the test split", [None, *range(len(samples))],
-        format_func=lambda i: "(none)" if i is None else f"{samples[i][1]} · {samples[i][0].name}",
+        format_func=lambda i: "(none)" if i is None else f"{samples[i][1]} · {samples[i][0].stem.split('__')[-1]}",
+        help="The test photos of the result set; the models never saw them in training.",
     )
 source = uploaded or photo or (samples[choice][0] if choice is not None else None)
 if source is None:

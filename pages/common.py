@@ -43,15 +43,21 @@ def _stamp(path: Path) -> str:
 
 
 @st.cache_resource(show_spinner="Checking the result set…", max_entries=4)
-def _open(path: str, stamp: str) -> artifacts.ResultSet:
+def cached_result_set(path: str, stamp: str) -> artifacts.ResultSet:
+    """Opened and verified once per process and version of the result set."""
     return artifacts.open_result_set(path)
 
 
 def result_set() -> artifacts.ResultSet:
-    """The chosen, verified result set; otherwise explains how to make one and stops the page."""
+    """The chosen, verified result set; otherwise explains how to make one and stops the page.
+
+    It also draws the chooser: every page calls this once, also when Streamlit runs a page file on its
+    own (the first request of a fresh server to a page's address, before app.py has run).
+    """
+    sidebar()
     path = Path(st.session_state.get("artifacts") or DEFAULT_ARTIFACTS).expanduser()
     try:
-        rs = _open(str(path), _stamp(path))
+        rs = cached_result_set(str(path), _stamp(path))
     except artifacts.ResultSetError as err:
         st.error(f"No usable result set: {err}")
         st.markdown("Make one by training the models, then start the app again:")
@@ -79,7 +85,7 @@ def key(rs: artifacts.ResultSet) -> tuple[str, str]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def overview_table(path: str, stamp: str):
-    return comparison.overview_table(_open(path, stamp))
+    return comparison.overview_table(cached_result_set(path, stamp))
 
 
 def model_picker(rs: artifacts.ResultSet, label: str, default=None, multi=False, key_name=None):

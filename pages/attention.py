@@ -1,0 +1,119 @@
+"""Attention maps: where each model looked on one test image, as stored in the result set."""
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from core import comparison, explain
+from pages import common
+
+ALL_CLASSES = "all classes"
+OUTCOMES = {"right or wrong": None, "right": True, "wrong": False}  # that model's prediction
+PHOTO_SIDE = 320
+PLACEHOLDER_GREY = "#9e9e9e"
+
+
+@st.cache_data(show_spinner=False, max_entries=12)
+def stored_maps(path: str, stamp: str, model_id: str, _rs) -> dict[str, np.ndarray]:
+    """One model's maps for every test image; ``_rs`` is left out of the cache key, path and stamp name it."""
+    return _rs.maps(model_id)
+
+
+def prediction_caption(row, model_id: str) -> str:
+    mark = "✓" if row[f"{model_id}:correct"] else "✗"
+    return f"{mark} {common.title(model_id)}: {row[f'{model_id}:pred']} ({row[f'{model_id}:conf']:.0%})"
+
+
+def sanity_summary(sanity) -> str:
+    """One line: whose Grad-CAM maps pass the randomisation check, whose fail, where it was not run."""
+    def listed(rows):
+        return ", ".join(f"{common.title(r.id)} (ρ = {r.gradcam_rank_correlation:.2f})" for r in rows.itertuples())
+
+    checked = sanity[sanity["checked"]]
+    parts = [
+        f"pass: {listed(checked[checked['passes']]) or 'none'}",
+        f"fail: {listed(checked[~checked['passes']]) or 'none'}",
+    ]
+    if not sanity["checked"].all():
+        parts.append("not run: " + ", ".join(common.title(m) for m in sanity.loc[~sanity["checked"], "id"]))
+    threshold = checked["threshold"].max()
+    rule = f", rank correlation below {threshold:.2f}" if np.isfinite(threshold) else ""
+    return (
+        "**Sanity check of the Grad-CAM maps** (each model's maps are computed again after its trained layers are "
+        f"re-drawn at random; a map passes when the two agree little{rule}): " + "; ".join(parts)
+        + ". The attention maps are not checked."
+    )
+
+
+rs = common.result_set()
+st.title("Attention maps")
+st.markdown(
+    "- **Grad-CAM**: the regions of the last convolutional feature map that raise one class's score, found "
+    "from gradients after the prediction: of the predicted class, or of the true class.\n"
+    "- **Attention map**: the weights that the attention models' own attention layer gives each position before "
+    "pooling: part of how the prediction is made, the same whatever the class."
+)
+sanity = comparison.sanity_table({m: rs.metrics(m) for m in rs.models})
+if sanity["checked"].any():
+    st.markdown(sanity_summary(sanity))
+else:
+    st.info("The Grad-CAM sanity check (model randomisation) has not been run for this result set.")
+
+images = comparison.image_table(rs, list(rs.models))
+columns = st.columns(4, vertical_alignment="bottom")
+with columns[0]:
+    true_class = st.selectbox("True class", [ALL_CLASSES, *comparison.ordered_classes(rs)], key="attention_class")
+with columns[1]:
+    judge = common.model_picker(rs, "Judged by", key_name="attention_judge")
+with columns[2]:
+    outcome = st.selectbox("Its prediction", list(OUTCOMES), key="attention_outcome")
+with columns[3]:
+    disagree = st.checkbox("Models disagree", key="attention_disagree",
+                           help="Only the test images on which the models do not all predict the same class")
+chosen = comparison.choose_images(
+    images, None if true_class == ALL_CLASSES else true_class, judge, OUTCOMES[outcome], disagree
+)
+if chosen.empty:
+    st.warning("No test image matches these filters.")
+    st.stop()
+right_counts = comparison.models_right(chosen)
+# The image table's index is the position in the predictions, which the stored maps share.
+labels = {
+    position: f"{row.true} · {row.file} · {right_counts[position]} of {len(rs.models)} models right"
+    for position, row in zip(chosen.index, chosen.itertuples())
+}
+position = st.selectbox(f"Test image ({len(chosen)} match)", list(labels), format_func=labels.get, key="attention_image")
+row = images.loc[position]
+
+photo_column, controls = st.columns([1, 2])
+with controls:
+    opacity = st.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="attention_opacity")
+    of_true = st.toggle("Grad-CAM of the true class (off: of the predicted class)", key="attention_true",
+                        help="For a model that is right the two are the same map.")
+    st.markdown(f"True class **{row['true']}**; {right_counts[position]} of {len(rs.models)} models are right.")
+photo = comparison.read_test_photo(rs, row["file"], row["true"], PHOTO_SIDE)
+with photo_column:
+    if photo is None:
+        photo = Image.new("RGB", (PHOTO_SIDE, PHOTO_SIDE), PLACEHOLDER_GREY)
+        st.image(photo, caption=f"{row['file']}: photo not here (no dataset, no sample); maps drawn on grey")
+    else:
+        st.image(photo, caption=f"{row['true']} · {row['file']}")
+
+gradcam = "gradcam_true" if of_true else "gradcam_pred"
+maps = {m: stored_maps(*common.key(rs), m, _rs=rs) for m in rs.models}
+failing = set(sanity.loc[sanity["checked"] & ~sanity["passes"], "id"])
+map_rows = [
+    (f"Grad-CAM of the {'true' if of_true else 'predicted'} class", gradcam),
+    ("Attention map (attention models only)", "attention"),
+]
+for heading, kind in map_rows:
+    st.markdown(f"**{heading}**")
+    for column, model_id in zip(st.columns(len(rs.models)), rs.models):
+        with column:
+            if kind not in maps[model_id]:
+                st.caption(f"{common.title(model_id)}: no attention layer")
+                continue
+            caption = prediction_caption(row, model_id)
+            if kind != "attention" and model_id in failing:
+                caption += " · map fails the sanity check"
+            st.image(explain.overlay(photo, maps[model_id][kind][position], opacity), caption=caption, width="stretch")
