@@ -95,7 +95,7 @@ def test_test_photos_come_from_the_dataset_else_the_samples(tmp_path):
     (data / "test" / "apple" / "Image_3.jpg").write_bytes(b"not a photo")
     rs = ResultSet(results, {"dataset_summary": {"root": str(data)}})
     assert comparison.find_test_photo(rs, "test/apple/Image_1.jpg", "apple") == data / "test" / "apple" / "Image_1.jpg"
-    assert comparison.find_test_photo(rs, "test/apple/Image_2.png", "apple") == results / "samples" / "apple" / "Image_2.jpg"
+    assert comparison.find_test_photo(rs, "test/apple/Image_2.png", "apple") == results / "samples" / "apple" / "test__apple__Image_2.jpg"
     assert comparison.find_test_photo(rs, "test/apple/Image_9.jpg", "apple") is None
     assert comparison.find_test_photo(ResultSet(results, {}), "test/apple/Image_2.jpg", "apple") is not None
     photo = comparison.read_test_photo(rs, "test/apple/Image_1.jpg", "apple", 150)
