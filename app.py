@@ -8,8 +8,6 @@ through the environment variable FRUITVEG_ARTIFACTS).
 
 import streamlit as st
 
-st.set_page_config(page_title="Fruit & Vegetable Model Lab", page_icon="🥕", layout="wide")
-
 navigation = st.navigation(
     [
         st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:", default=True),

@@ -53,7 +53,8 @@ with sample_tab:
     samples = rs.samples()
     choice = st.selectbox(
         "Sample from the test split", [None, *range(len(samples))],
-        format_func=lambda i: "(none)" if i is None else f"{samples[i][1]} · {samples[i][0].stem.split('__')[-1]}",
+        # The whole path: Streamlit keeps a selectbox's choice by its label, so labels must be unique.
+        format_func=lambda i: "(none)" if i is None else f"{samples[i][1]} · {samples[i][0].stem.replace('__', '/')}",
         help="The test photos of the result set; the models never saw them in training.",
     )
 source = uploaded or photo or (samples[choice][0] if choice is not None else None)

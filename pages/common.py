@@ -54,6 +54,7 @@ def result_set() -> artifacts.ResultSet:
     It also draws the chooser: every page calls this once, also when Streamlit runs a page file on its
     own (the first request of a fresh server to a page's address, before app.py has run).
     """
+    st.set_page_config(page_title="Fruit & Vegetable Model Lab", page_icon="🥕", layout="wide")
     sidebar()
     path = Path(st.session_state.get("artifacts") or DEFAULT_ARTIFACTS).expanduser()
     try:
