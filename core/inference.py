@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import artifacts, images, models
-from core.explain import Explanation, Explainer
+from core.explain import Explainer, Explanation
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 

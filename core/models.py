@@ -17,7 +17,6 @@ Each model is two parts around a named boundary:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras

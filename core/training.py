@@ -16,8 +16,8 @@ import math
 import platform
 import sys
 import time
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import keras
 import numpy as np

@@ -76,7 +76,7 @@ for _, row in show.iloc[::-1].iterrows():
     figure.add_trace(go.Scatter(
         x=[row["reference_accuracy"]], y=[row["model"]], mode="markers", showlegend=False,
         marker=dict(symbol="line-ns-open", size=16, color="#555"),
-        hovertemplate=f"study: %{{x:.2%}}<extra></extra>",
+        hovertemplate="study: %{x:.2%}<extra></extra>",
     ))
 figure.update_layout(
     height=70 + 45 * len(show), margin=dict(l=10, r=10, t=10, b=40), xaxis_tickformat=".0%",
