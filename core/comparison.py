@@ -51,8 +51,9 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
             "group_high": m["group_accuracy_interval"][1],
             "ece": m["ece"],
             "seed_runs": len(seed_accuracy),
-            "seed_mean_accuracy": seed_mean,
-            "seed_sd_accuracy": seed_sd,
+            # One run says nothing about the spread: blank rather than a misleading 0.
+            "seed_mean_accuracy": seed_mean if len(seed_accuracy) > 1 else None,
+            "seed_sd_accuracy": seed_sd if len(seed_accuracy) > 1 else None,
             "best_epoch": info["best_epoch"],
             "epochs_run": info["epochs_run"],
             "parameters": info["parameters"],
