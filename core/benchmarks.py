@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import images, models, training
+from core import dataset, images, models, training
 from core.inference import Classifier
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -27,11 +27,9 @@ def machine() -> str:
 def sample_photos(data_dir, count: int, size: int, seed: int = 0) -> tuple[np.ndarray, str]:
     """Real photos from a dataset folder when given, else random pixels (timing does not depend on content)."""
     if data_dir:
-        from core import dataset
-
         files = dataset.scan(data_dir)
         picked = [files[i] for i in np.random.default_rng(seed).permutation(len(files))[:count]]
-        photos, kept, _ = training.load_images(data_dir, picked, size, progress=False)
+        photos, kept, _ = dataset.load_images(data_dir, picked, size, progress=False)
         return photos, f"{len(kept)} real photos from {data_dir}"
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8), f"{count} random images"
 

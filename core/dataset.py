@@ -297,3 +297,16 @@ def _assign_groups(prints, groups, keep, seed, validation_fraction, test_fractio
             for i in members[gid]:
                 assignment[i] = split
     return assignment
+
+
+def load_images(root, files: list[ImageFile], size: int, progress: bool = True):
+    """Decode and resize files to (N, size, size, 3) uint8; unreadable ones are dropped and reported."""
+    arrays, kept, skipped = [], [], []
+    for f in tqdm(files, desc=f"loading images at {size}px", unit="img", disable=not progress):
+        try:
+            arrays.append(images.load_for_model(f"{root}/{f.path}", size)[1])
+            kept.append(f)
+        except (OSError, images.ImageError) as err:
+            skipped.append((f.path, str(err)))
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return stacked, kept, skipped

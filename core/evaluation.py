@@ -11,7 +11,7 @@ import tensorflow as tf
 from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from core import models, stats
+from core import artifacts, dataset, inference, models, stats
 from core.explain import Explainer
 from core.specs import MODEL_SPECS, ModelSpec
 
@@ -155,13 +155,10 @@ def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, prog
     For a result set made by an older version, or to add what a newer version measures; the split comes
     from the result set, so the images are the same ones.
     """
-    from core import artifacts, dataset, inference
-    from core.training import load_images
-
     plan = dataset.SplitPlan.from_json(result_set.dataset())
     data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
     size = result_set.config["image_size"]
-    photos, kept, skipped = load_images(data_dir, plan.files["test"], size, progress)
+    photos, kept, skipped = dataset.load_images(data_dir, plan.files["test"], size, progress)
     if skipped or not kept:
         raise FileNotFoundError(f"{len(skipped)} test images of the recorded split are missing or unreadable in {data_dir}")
     names = result_set.class_names

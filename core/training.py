@@ -50,19 +50,6 @@ class HyperParameters:
 # ---------------------------------------------------------------- data in memory
 
 
-def load_images(root, files: list[dataset.ImageFile], size: int, progress: bool = True):
-    """Decode and resize files to (N, size, size, 3) uint8; unreadable ones are dropped and reported."""
-    arrays, kept, skipped = [], [], []
-    for f in tqdm(files, desc=f"loading images at {size}px", unit="img", disable=not progress):
-        try:
-            arrays.append(images.load_for_model(f"{root}/{f.path}", size)[1])
-            kept.append(f)
-        except (OSError, images.ImageError) as err:
-            skipped.append((f.path, str(err)))
-    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return stacked, kept, skipped
-
-
 def make_views(photos: np.ndarray, views: int, seed: int) -> list[np.ndarray]:
     """The fixed augmented views of each training photo: itself, its mirror, then mirrored zoomed crops."""
     result = [photos]
@@ -240,7 +227,7 @@ def run(
     index = {name: i for i, name in enumerate(class_names)}
     data = {}
     for name in dataset.SPLITS:
-        photos, kept, skipped = load_images(data_dir, plan.files[name], hp.image_size, progress)
+        photos, kept, skipped = dataset.load_images(data_dir, plan.files[name], hp.image_size, progress)
         data[name] = (photos, np.array([index[f.label] for f in kept], np.int64), kept)
     _write_samples(writer, data_dir, data["test"][2])
     train_views = make_views(data["train"][0], hp.views, hp.seed)
@@ -300,7 +287,7 @@ def _model_inputs(model, spec, train_views, data, caches, timings, progress) -> 
     """What the trainable part of ``model`` reads, per split: photos, trunk output or frozen features."""
     photos = {"train": train_views, "validation": data["validation"][0], "test": data["test"][0]}
     if spec.backbone is None:
-        return {"train": train_views, "validation": photos["validation"], "test": photos["test"]}
+        return photos
     cache = caches.setdefault(spec.backbone, {})
     if "trunk" not in cache:
         clock = time.perf_counter()

@@ -19,7 +19,7 @@ import _path  # noqa: F401
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from core import artifacts, benchmarks, images, inference, models, training  # noqa: E402
-from core.specs import BACKBONES, MODEL_IDS  # noqa: E402
+from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS  # noqa: E402
 
 
 def backbone_weights(weights_dir) -> dict:
@@ -63,7 +63,7 @@ def train_command(args) -> dict:
 def classify_command(args) -> dict:
     if args.image_size:
         weights = backbone_weights(args.weights_dir)
-        loaded = {m: models.build_model(m, 36, args.image_size, weights=weights.get(models.MODEL_SPECS[m].backbone))
+        loaded = {m: models.build_model(m, 36, args.image_size, weights=weights.get(MODEL_SPECS[m].backbone))
                   for m in MODEL_IDS}
         rs = None
     else:

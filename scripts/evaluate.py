@@ -15,8 +15,9 @@ import _path  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from core import artifacts, evaluation  # noqa: E402
 from train import parse_models  # noqa: E402
+
+from core import artifacts, evaluation  # noqa: E402
 
 
 def main(argv=None) -> int:
