@@ -3,6 +3,7 @@ six-model classification against a naive loop. Timings are wall-clock medians on
 
 from __future__ import annotations
 
+import io
 import platform
 import statistics
 import time
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import dataset, images, models, training
+from core import dataset, evaluation, images, models, training
 from core.inference import Classifier
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -34,62 +35,171 @@ def sample_photos(data_dir, count: int, size: int, seed: int = 0) -> tuple[np.nd
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8), f"{count} random images"
 
 
-def _epoch_seconds(trainable: keras.Model, x, y, batch_size: int) -> float:
-    """Seconds for one epoch of ``fit`` over (x, y), after a warm-up epoch that pays for tracing."""
-    trainable.compile(optimizer=keras.optimizers.Adam(1e-5), loss="sparse_categorical_crossentropy")
-    trainable.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+# The Kaggle originals are web photos of various sizes (a few MB at most); this copy's are downscaled.
+FULL_SIZE_PHOTO = (2000, 1500)
+
+
+def read_ms_per_full_size_photo(repeats: int = 5) -> float:
+    """Milliseconds a run spends on one full-size photo before any model sees it: fingerprinting it for the
+    duplicate groups, then reading and resizing it. Timed on a textured JPEG of FULL_SIZE_PHOTO pixels."""
+    width, height = FULL_SIZE_PHOTO
+    rng = np.random.default_rng(0)
+    smooth = images.Image.fromarray(rng.integers(0, 256, (height // 50, width // 50, 3), dtype=np.uint8)).resize(
+        (width, height), images.Image.Resampling.BICUBIC)
+    pixels = np.clip(np.asarray(smooth, np.float32) + rng.normal(0, 6, (height, width, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    images.Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
     start = time.perf_counter()
-    trainable.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-    return time.perf_counter() - start
+    for _ in range(repeats):
+        dataset.perceptual_hashes(images.read_image(data))
+        images.to_array(images.read_image(data), 160)
+    return (time.perf_counter() - start) / repeats * 1000
 
 
-def _trunk_ms(model, spec, photos) -> float:
-    trunk = models.trunk_model(model, spec)
-    trunk.predict(photos[:32].astype(np.float32), verbose=0)
+def _epoch_timer(trainable: keras.Model, x, y, batch_size: int):
+    """A function timing one training epoch over (x, y) as ``training.fit`` runs it; the first epoch, which
+    pays for tracing, is run here."""
+    training.compile_for_training(trainable, 1e-5)
+    batches = training.view_batches([x], y, batch_size, seed=0)
+    trainable.fit(batches, epochs=1, verbose=0, shuffle=False)
+
+    def epoch_seconds() -> float:
+        start = time.perf_counter()
+        trainable.fit(batches, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - start
+
+    return epoch_seconds
+
+
+def _ms_per_image(function, count: int) -> float:
+    function()  # warm-up: tracing, memory
     start = time.perf_counter()
-    trunk.predict(photos.astype(np.float32), batch_size=64, verbose=0)
-    return (time.perf_counter() - start) / len(photos) * 1000
+    function()
+    return (time.perf_counter() - start) / count * 1000
 
 
-def training_benchmark(photos, num_classes: int, weights, hp: training.HyperParameters, compare: str = "resnet50") -> dict:
-    """Per-image costs of every model, and for the fine-tuned model ``compare`` an epoch with the trunk cache
-    against a naive end-to-end ``fit`` (the trunk frozen but recomputed for every batch)."""
+def _frozen_pass_ms(frozen: keras.Model, inputs: np.ndarray, precision: str) -> dict:
+    """Milliseconds per image through a frozen part: in float32 (validation, test) and in the precision the
+    training views get."""
+    ms = {"float32": _ms_per_image(lambda: training.predict_in_batches(frozen, inputs), len(inputs))}
+    if precision == "float32":
+        return {**ms, "train_views": ms["float32"]}
+    in_precision = models.with_compute_dtype(frozen, "mixed_bfloat16")
+    return {**ms, "train_views": _ms_per_image(lambda: training.predict_in_batches(in_precision, inputs), len(inputs))}
+
+
+def _evaluation_ms(model, spec, explain_inputs, photos, num_classes: int) -> float:
+    """Milliseconds per test image of the end-of-training evaluation (maps, metrics, sanity check).
+
+    Timed on at most 64 images: its fixed parts (the sanity check, the inference timing) are counted as if
+    they grew with the test split, so the projection errs long.
+    """
+    n = min(64, len(photos))
+    names = [f"class{i}" for i in range(num_classes)]
+    labels = np.arange(n) % num_classes
+    start = time.perf_counter()
+    evaluation.run_test_split(model, spec, explain_inputs[:n], photos[:n], labels, names,
+                              ["fruit"] * num_classes, np.ones(n, bool))
+    return (time.perf_counter() - start) / n * 1000
+
+
+def training_benchmark(photos, num_classes: int, weights, hp: training.HyperParameters, compare: str = "resnet50",
+                       rounds: int = 5) -> dict:
+    """Per-image costs of every step of a training run, and for the fine-tuned model ``compare`` an epoch with
+    the trunk cache against a naive end-to-end ``fit`` (the trunk frozen but recomputed for every batch).
+
+    The two epochs are timed alternately, ``rounds`` times: this machine's speed drifts, and alternating
+    keeps the drift out of the ratio.
+    """
     labels = np.arange(len(photos)) % num_classes
-    x = photos.astype(np.float32)
-    per_model, trunk_ms = {}, {}
+    splits = {"train": [photos], "validation": photos, "test": photos}
+    precision = training.resolve_trunk_precision()
+    costs = {m: {} for m in MODEL_IDS}
+    trunk_ms, cached = {}, {}
     for model_id in MODEL_IDS:
         spec = MODEL_SPECS[model_id]
         model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
-        if spec.backbone and spec.backbone not in trunk_ms:
-            trunk_ms[spec.backbone] = _trunk_ms(model, spec, photos)
-        if spec.backbone is None:
-            inputs = x
-        elif spec.attention:
-            inputs = models.frozen_features_model(model, spec).predict(
-                models.trunk_model(model, spec).predict(x, verbose=0), verbose=0)
-        else:
-            inputs = models.trunk_model(model, spec).predict(x, verbose=0)
-        seconds = _epoch_seconds(models.trained_part(model, spec), inputs, labels, hp.batch_size)
-        per_model[model_id] = seconds / len(photos) * 1000
+        inputs = photos
+        if spec.backbone:
+            trunk = models.trunk_model(model, spec)
+            if spec.backbone not in trunk_ms:
+                trunk_ms[spec.backbone] = _frozen_pass_ms(trunk, photos, precision)
+            inputs = training.precompute(trunk, splits, precision)
+            if spec.attention:
+                frozen = models.frozen_features_model(model, spec)
+                costs[model_id]["frozen_features_ms"] = _frozen_pass_ms(frozen, inputs["test"], precision)
+                inputs = training.precompute(frozen, inputs, precision)
+        trainable = models.trained_part(model, spec)
+        cached_epoch = _epoch_timer(trainable, inputs["train"][0] if spec.backbone else photos, labels, hp.batch_size)
+        val_x = inputs["validation"] if spec.backbone else photos
+        costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
+        costs[model_id]["validation_ms"] = _ms_per_image(
+            lambda: trainable.evaluate(val_x.astype(np.float32), labels, verbose=0), len(photos))
+        costs[model_id]["evaluation_ms"] = _evaluation_ms(
+            model, spec, inputs["test"] if spec.backbone else photos, photos, num_classes)
         if model_id == compare:
-            naive = _epoch_seconds(model, x, labels, hp.batch_size)
-            cached = {"model": compare, "cached_epoch_s": seconds, "naive_epoch_s": naive, "speedup": naive / seconds}
-    return {"images": len(photos), "train_ms_per_image": per_model, "trunk_ms_per_image": trunk_ms, "cache_vs_naive": cached}
+            naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
+            naive_epoch = _epoch_timer(naive_model, photos, labels, hp.batch_size)
+            timed = [(cached_epoch(), naive_epoch()) for _ in range(rounds)]
+            cached = {
+                "model": compare,
+                "rounds": rounds,
+                "cached_epoch_s": [c for c, _ in timed],
+                "naive_epoch_s": [n for _, n in timed],
+                "speedup": statistics.median(n / c for c, n in timed),
+            }
+    return {"images": len(photos), "trunk_precision": precision,
+            "read_ms_per_full_size_photo": read_ms_per_full_size_photo(), "costs": costs, "trunk_ms_per_image": trunk_ms, "cache_vs_naive": cached}
 
 
-def project_full_dataset(measured: dict, hp: training.HyperParameters, epochs: dict[str, int] | None = None) -> dict:
-    """Minutes to train all six on the full dataset, from the measured per-image costs.
+def project_full_dataset(measured: dict, hp: training.HyperParameters, epochs: dict[str, int] | None = None,
+                         counts: dict[str, int] = FULL_DATASET) -> dict:
+    """Minutes to train all six, from the measured per-image costs (default: on the full dataset).
 
     ``epochs``: how many epochs each model runs (default: all ``hp.epochs``, the worst case; early stopping
-    usually ends sooner). The trunk runs once per view of each training photo and once per other photo.
+    usually ends sooner). Counts every step of a run: the trunk once per view of each training photo (in
+    the training precision) and once per validation and test photo (float32), the attention models' frozen
+    top block likewise, every epoch's training and validation pass, and the final evaluation.
     """
-    n = FULL_DATASET
-    trunk_images = n["train"] * hp.views + n["validation"] + n["test"]
-    trunk_s = sum(ms * trunk_images for ms in measured["trunk_ms_per_image"].values()) / 1000
-    train_s = sum(
-        ms * n["train"] * (epochs or {}).get(m, hp.epochs) for m, ms in measured["train_ms_per_image"].items()
-    ) / 1000
-    return {"trunk_minutes": trunk_s / 60, "training_minutes": train_s / 60, "total_minutes": (trunk_s + train_s) / 60}
+    views = counts["train"] * hp.views
+    others = counts["validation"] + counts["test"]
+    trunk_s = sum(ms["train_views"] * views + ms["float32"] * others for ms in measured["trunk_ms_per_image"].values())
+    train_s = eval_s = 0.0
+    for model_id, cost in measured["costs"].items():
+        n_epochs = (epochs or {}).get(model_id, hp.epochs)
+        frozen = cost.get("frozen_features_ms", {"train_views": 0, "float32": 0})
+        trunk_s += frozen["train_views"] * views + frozen["float32"] * others
+        train_s += n_epochs * (cost["train_ms"] * counts["train"] + cost["validation_ms"] * counts["validation"])
+        eval_s += cost["evaluation_ms"] * counts["test"]
+    load_s = measured["read_ms_per_full_size_photo"] * (counts["train"] + others)
+    minutes = {"loading_minutes": load_s / 60000, "trunk_minutes": trunk_s / 60000, "training_minutes": train_s / 60000, "evaluation_minutes": eval_s / 60000}
+    return {**minutes, "total_minutes": sum(minutes.values()), "counts": counts}
+
+
+def scale_recorded_run(result_set, read_ms_per_full_size_photo: float, counts: dict[str, int] = FULL_DATASET) -> dict:
+    """The training time a result set recorded, and that same run scaled to ``counts`` images.
+
+    Training (with its trunk pass) scales with the training photos, the final evaluation with the test
+    photos; reading is re-costed at the full-size photo cost, since the photos the run read may be smaller.
+    A run's own epoch counts stay as they were.
+    """
+    ran = {split: sum(c.values()) for split, c in result_set.manifest["dataset_summary"]["counts"].items()}
+    timings = result_set.manifest.get("timings", {})
+    train_s = sum(info["train_seconds"] for info in result_set.models.values())
+    eval_s = sum(info.get("evaluation_seconds", 0.0) for info in result_set.models.values())
+    read_s = timings.get("split_seconds", 0.0) + timings.get("load_seconds", 0.0)
+    scaled_s = (train_s * counts["train"] / ran["train"] + eval_s * counts["test"] / ran["test"]
+                + read_ms_per_full_size_photo * sum(counts.values()) / 1000)
+    return {
+        "result_set": str(result_set.root),
+        "image_size": result_set.config["image_size"],
+        "counts": ran,
+        "epochs": {m: info["epochs_run"] for m, info in result_set.models.items()},
+        "evaluation_recorded": all("evaluation_seconds" in info for info in result_set.models.values()),
+        "measured_minutes": (train_s + eval_s + read_s) / 60,
+        "scaled_minutes": scaled_s / 60,
+    }
 
 
 def naive_classify_functions(loaded: dict[str, keras.Model]):

@@ -123,18 +123,21 @@ def build_model(
 
 
 def _cnn_features(inputs):
-    """A small VGG-style CNN: conv-BN-ReLU blocks, each but the last followed by 2x2 max pooling.
+    """A small VGG-style CNN: conv-BN-ReLU blocks; the first convolution has stride 2, the next blocks but the
+    last are followed by 2x2 max pooling.
 
-    Few filters at high resolution keep an epoch affordable on a CPU; the last map has the same
-    resolution (image size / 16) as VGG16's, so the heatmaps of all models are comparably coarse.
+    Few filters and a strided first convolution keep an epoch affordable on a CPU (full-resolution
+    BatchNorm and pooling cost more than the convolutions there); the last map has the same resolution
+    (image size / 16) as VGG16's, so the heatmaps of all models are comparably coarse.
     """
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for block, filters in enumerate(CNN_FILTERS, start=1):
         last = block == len(CNN_FILTERS)
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
+        stride = 2 if block == 1 else 1
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv{block}")(x)
         x = layers.BatchNormalization(name=f"bn{block}")(x)
         x = layers.ReLU(name="last_conv" if last else f"relu{block}")(x)
-        if not last:
+        if 1 < block < len(CNN_FILTERS):
             x = layers.MaxPooling2D(name=f"pool{block}")(x)
     return x
 
@@ -176,6 +179,20 @@ def _seeded_random_weights(net: keras.Model) -> None:
         ]
         if values:
             layer.set_weights(values)
+
+
+def with_compute_dtype(model: keras.Model, policy: str) -> keras.Model:
+    """A copy of ``model`` computing in another dtype policy (e.g. "mixed_bfloat16"), with the same weights.
+
+    The variables stay float32; only the arithmetic changes, so outputs differ by rounding.
+    """
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def trunk_signature(model: keras.Model, spec: ModelSpec) -> float:

@@ -95,5 +95,7 @@ with st.expander("What was trained, and on what"):
         f"\n- Shared settings: Adam, batch {config['batch_size']}, dropout {config['dropout']}, {config['views']} "
         f"augmented views per photo, early stopping on validation loss (patience {config['patience']}), "
         f"resize {config['resize']}. Only the learning rate differs, as in the study."
+        f"\n- Frozen backbone trunk over the training views computed in "
+        f"{config.get('trunk_precision_train_views', 'float32')}; validation and test images in float32, as on the Classify page."
         f"\n- Libraries: " + ", ".join(f"{k} {v}" for k, v in rs.manifest.get("versions", {}).items())
     )

@@ -1,10 +1,11 @@
 """Speed measurements (README: Performance).
 
-    python scripts/benchmark.py train [--data-dir DIR] [--weights-dir DIR] [--image-size 160] [--images 256]
+    python scripts/benchmark.py train [--data-dir DIR] [--weights-dir DIR] [--image-size 160] [--images 256] [--rounds 5]
     python scripts/benchmark.py classify [--json] [--artifacts artifacts] [--image PHOTO] [--image-size N] [--runs 10]
 
-train: seconds per epoch of a fine-tuned model (ResNet50; --model vgg16) with the trunk cache against a naive end-to-end fit, per-image
-costs of all six models, and the projected time to train all six on the full 3,115-image training set.
+train: seconds per epoch of a fine-tuned model (ResNet50; --model vgg16) with the trunk cache against a naive
+end-to-end fit, timed alternately; the per-image cost of every step of a training run; and from those the projected
+time to train all six on the full 3,115-image training set.
 classify: median time of the app's six-model classification with every heatmap against a naive loop.
 With --image-size, classify builds untrained models of that size (speed does not depend on training).
 """
@@ -34,30 +35,51 @@ def backbone_weights(weights_dir) -> dict:
 def train_command(args) -> dict:
     hp = training.HyperParameters(image_size=args.image_size)
     photos, source = benchmarks.sample_photos(args.data_dir, args.images, args.image_size)
-    measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model)
-    worst = benchmarks.project_full_dataset(measured, hp)
-    result = {"machine": benchmarks.machine(), "source": source, "image_size": hp.image_size, **measured,
-              "full_dataset_projection_all_epochs": worst}
+    measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model, args.rounds)
+    projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}
+    recorded = None
     if args.artifacts and os.path.isdir(args.artifacts):
         rs = artifacts.open_result_set(args.artifacts)
-        epochs = {m: info["epochs_run"] for m, info in rs.models.items()}
-        result["full_dataset_projection_shipped_epochs"] = {**benchmarks.project_full_dataset(measured, hp, epochs),
-                                                            "epochs": epochs}
+        recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"])
+        projections["recorded_epochs"] = {**benchmarks.project_full_dataset(measured, hp, recorded["epochs"]),
+                                          "epochs": recorded["epochs"]}
     cmp = measured["cache_vs_naive"]
-    print(f"{source}, {hp.image_size} px, batch {hp.batch_size}")
-    print(f"{cmp['model']} fine-tuning, one epoch over {measured['images']} images: trunk cached {cmp['cached_epoch_s']:.1f} s, "
-          f"naive end-to-end fit {cmp['naive_epoch_s']:.1f} s: {cmp['speedup']:.1f}x faster")
-    for model_id, ms in measured["train_ms_per_image"].items():
-        print(f"  {model_id:20s} {ms:6.1f} ms per training image per epoch")
+    print(f"{source}, {hp.image_size} px, batch {hp.batch_size}, {benchmarks.machine()}")
+    print(f"{cmp['model']} fine-tuning, one epoch over {measured['images']} images, {cmp['rounds']} rounds alternating:")
+    print(f"  trunk cached {fmt(cmp['cached_epoch_s'])} s, naive end-to-end fit {fmt(cmp['naive_epoch_s'])} s: "
+          f"median {cmp['speedup']:.1f}x faster")
+    print(f"Measured per image (ms); trunk over the training views in {measured['trunk_precision']}:")
+    width, height = benchmarks.FULL_SIZE_PHOTO
+    print(f"  fingerprinting, reading and resizing a full-size ({width}x{height}) photo "
+          f"{measured['read_ms_per_full_size_photo']:.1f}")
     for backbone, ms in measured["trunk_ms_per_image"].items():
-        print(f"  {backbone} trunk     {ms:6.1f} ms per image, once per view")
-    print(f"Projected, not measured: all six on the full dataset (3,115 train images, {hp.views} views, "
-          f"up to {hp.epochs} epochs each): {worst['total_minutes']:.0f} min "
-          f"({worst['trunk_minutes']:.0f} trunk + {worst['training_minutes']:.0f} training)")
-    if "full_dataset_projection_shipped_epochs" in result:
-        shipped = result["full_dataset_projection_shipped_epochs"]
-        print(f"  with the epochs the shipped run needed (early stopping): {shipped['total_minutes']:.0f} min")
-    return result
+        print(f"  {backbone} trunk: {ms['train_views']:.1f} per training view, {ms['float32']:.1f} per other photo (float32)")
+    for model_id, cost in measured["costs"].items():
+        frozen = cost.get("frozen_features_ms")
+        print(f"  {model_id:20s} train {cost['train_ms']:5.1f} /image/epoch, validation {cost['validation_ms']:4.1f}, "
+              f"final evaluation {cost['evaluation_ms']:5.1f}" + (f", frozen top block {frozen['train_views']:.1f}" if frozen else ""))
+    n = benchmarks.FULL_DATASET
+    print(f"Projected, not measured (the full dataset is not here): all six on the full dataset "
+          f"({n['train']:,} train, {n['validation']} validation, {n['test']} test images, {hp.views} views):")
+    for name, label in (("all_epochs", f"every model all {hp.epochs} epochs (worst case)"),
+                        ("recorded_epochs", f"the epochs early stopping needed in {args.artifacts}")):
+        if name in projections:
+            p = projections[name]
+            print(f"  {label}: {p['total_minutes']:.0f} min ({p['loading_minutes']:.1f} reading photos, "
+                  f"{p['trunk_minutes']:.1f} trunks, {p['training_minutes']:.1f} training, "
+                  f"{p['evaluation_minutes']:.1f} evaluation)")
+    if recorded:
+        ran = recorded["counts"]
+        print(f"Measured: the run that made {recorded['result_set']} ({recorded['image_size']} px; {ran['train']:,} train, "
+              f"{ran['validation']} validation, {ran['test']} test images) recorded {recorded['measured_minutes']:.0f} min"
+              + ("" if recorded["evaluation_recorded"] else " without its evaluation (not recorded)")
+              + f"; scaled to the full dataset: {recorded['scaled_minutes']:.0f} min")
+    return {"machine": benchmarks.machine(), "source": source, "image_size": hp.image_size, **measured,
+            "full_dataset_projection": projections, "recorded_run": recorded}
+
+
+def fmt(values) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
 
 
 def classify_command(args) -> dict:
@@ -90,7 +112,9 @@ def main(argv=None) -> int:
     train.add_argument("--images", type=int, default=256, help="images per timed epoch")
     train.add_argument("--model", choices=("vgg16", "resnet50"), default="resnet50",
                        help="fine-tuned model to time with and without the trunk cache")
-    train.add_argument("--artifacts", default="artifacts", help="result set whose epoch counts to project with")
+    train.add_argument("--rounds", type=int, default=5, help="alternating cached / naive epochs to time")
+    train.add_argument("--artifacts", default="artifacts",
+                       help="result set whose epoch counts to project with, and whose recorded time to scale")
     classify = sub.add_parser("classify", help="six-model classification vs naive loop")
     classify.add_argument("--artifacts", default="artifacts")
     classify.add_argument("--weights-dir", default=None)

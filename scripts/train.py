@@ -2,7 +2,7 @@
 
     python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
         [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
-        [--strategy default|mirrored|multiworker]
+        [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16]
 
 A rerun with the same settings resumes: models already complete in --out are not trained again.
 """
@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--random-backbones", action="store_true", help=argparse.SUPPRESS)  # tests only
     parser.add_argument("--groups", default=None, help='JSON file {"class": "fruit"|"vegetable"} overriding the grouping')
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    parser.add_argument("--trunk-precision", choices=training.TRUNK_PRECISIONS, default="auto",
+                        help="arithmetic of the frozen trunk over the training views; auto: bfloat16 where the CPU "
+                        "has it natively (AVX512-BF16, AMX), else float32. Validation and test always use float32")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -65,6 +68,7 @@ def main(argv=None) -> int:
             args.data_dir, args.out, args.models, hp, split=args.split, weights_dir=args.weights_dir,
             random_backbones=args.random_backbones, strategy=args.strategy,
             group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
+            trunk_precision=args.trunk_precision,
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

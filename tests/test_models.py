@@ -113,3 +113,15 @@ def test_randomisation_check_restores_the_trained_weights():
     result = evaluation.randomisation_check(model, spec, x, maps.gradcam[np.arange(4), maps.probs.argmax(1)])
     assert np.allclose(keras.ops.convert_to_numpy(model(x)), before)
     assert set(result) == {"gradcam_rank_correlation", "images", "passes", "threshold"}
+
+
+def test_a_bfloat16_copy_keeps_the_weights_and_rounds_only_the_arithmetic():
+    trunk = models.trunk_model(models.build_model("vgg16", 5, 32, weights="random"), MODEL_SPECS["vgg16"])
+    copy = models.with_compute_dtype(trunk, "mixed_bfloat16")
+    assert copy.layers[-1].compute_dtype == "bfloat16"
+    assert all(np.array_equal(a, b) for a, b in zip(trunk.get_weights(), copy.get_weights()))
+    photos = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    exact = keras.ops.convert_to_numpy(trunk(photos))
+    rounded = keras.ops.convert_to_numpy(keras.ops.cast(copy(photos), "float32"))
+    relative = np.linalg.norm(rounded - exact) / np.linalg.norm(exact)
+    assert 0 < relative < 0.03

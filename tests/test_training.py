@@ -1,9 +1,10 @@
+import keras
 import numpy as np
 import pytest
 
 from conftest import TINY_HP
 from core import artifacts, training
-from core.specs import MODEL_IDS
+from core.specs import MODEL_IDS, MODEL_SPECS
 
 
 def test_training_writes_a_complete_result_set(tiny_results):
@@ -77,13 +78,21 @@ def test_views_are_fixed_and_distinct():
     assert not np.array_equal(a[2], photos) and a[2].dtype == np.uint8
 
 
-def test_random_view_batches_cover_every_item_once_per_epoch():
+def test_view_batches_cover_every_item_once_per_epoch_in_a_new_order_and_mix():
     views = [np.arange(10)[:, None] * 1.0, np.arange(10)[:, None] + 100.0]
-    batches = training.RandomViewBatches(views, np.arange(10), batch_size=4, seed=0)
-    seen = np.concatenate([batches[i][1] for i in range(len(batches))])
-    assert sorted(seen) == list(range(10)) and len(batches) == 3
-    x, y = batches[0]
-    assert all(v in (label, label + 100) for v, label in zip(x[:, 0], y))
+    batches = training.view_batches(views, np.arange(10), batch_size=4, seed=0)
+    epochs = [[(x.numpy()[:, 0], y.numpy()) for x, y in batches] for _ in range(3)]
+    for epoch in epochs:
+        assert [len(y) for _, y in epoch] == [4, 4, 2]
+        labels = np.concatenate([y for _, y in epoch])
+        values = np.concatenate([x for x, _ in epoch])
+        assert sorted(labels) == list(range(10))
+        assert all(v in (label, label + 100) for v, label in zip(values, labels))
+    orders = {tuple(np.concatenate([y for _, y in epoch])) for epoch in epochs}
+    drawn = np.concatenate([np.concatenate([x for x, _ in epoch]) for epoch in epochs]) >= 100
+    assert len(orders) == 3 and 0.2 < drawn.mean() < 0.8
+    again = training.view_batches(views, np.arange(10), batch_size=4, seed=0)
+    assert np.array_equal(next(iter(again))[1], epochs[0][0][1])
 
 
 def test_grad_cam_sanity_check_is_recorded(tiny_results):
@@ -127,3 +136,46 @@ def test_seeds_add_replicate_runs_and_resume(tiny_data, tmp_path):
     assert list(band["runs"]) == [3, 3, 3, 3] and (band["low"] <= band["high"]).all()
     again = training.run(tiny_data, out, ["cnn_attention"], hp=hp, seeds=3, random_backbones=True, progress=False)
     assert again == {"cnn_attention": "done"}
+
+
+def test_trunk_precision_is_bfloat16_only_when_asked_or_native():
+    assert training.resolve_trunk_precision("float32") == "float32"
+    assert training.resolve_trunk_precision("bfloat16") == "bfloat16"
+    assert training.resolve_trunk_precision("auto") in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="unknown trunk precision"):
+        training.resolve_trunk_precision("float16")
+
+
+def test_precomputed_validation_and_test_are_float32_whatever_the_training_views_get():
+    from core import models
+
+    spec = MODEL_SPECS["vgg16"]
+    trunk = models.trunk_model(models.build_model("vgg16", 4, 32, weights="random"), spec)
+    photos = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    splits = {"train": [photos, photos[:, :, ::-1]], "validation": photos[:3], "test": photos[3:]}
+    exact = training.precompute(trunk, splits, "float32")
+    rounded = training.precompute(trunk, splits, "bfloat16")
+    for name in ("validation", "test"):
+        assert np.array_equal(rounded[name], exact[name])
+    for fast, slow in zip(rounded["train"], exact["train"]):
+        assert fast.dtype == np.float16 and not np.array_equal(fast, slow)
+        assert np.allclose(fast, slow, rtol=0.05, atol=0.05 * np.abs(slow).max())
+
+
+def test_several_steps_per_execution_make_the_same_updates_as_one():
+    from core import models
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 24, 24, 3), dtype=np.uint8)  # 5 batches: fewer than one execution's steps
+    y = rng.integers(0, 3, 40)
+    trained = []
+    for steps in (1, training.STEPS_PER_EXECUTION):
+        keras.utils.set_random_seed(0)
+        model = models.build_model("cnn", 3, 24, dropout=0.0)
+        initial = model.get_weights()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                      steps_per_execution=steps)
+        model.fit(training.view_batches([x], y, 8, seed=0), epochs=2, verbose=0, shuffle=False)
+        trained.append(model.get_weights())
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(*trained))
+    assert not all(np.allclose(a, b) for a, b in zip(initial, trained[1]))

@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from core import benchmarks, training
+
+
+def test_projection_counts_every_step_of_a_run():
+    measured = {
+        "read_ms_per_full_size_photo": 10.0,
+        "trunk_ms_per_image": {"vgg16": {"train_views": 20.0, "float32": 40.0}},
+        "costs": {
+            "vgg16": {"train_ms": 5.0, "validation_ms": 2.0, "evaluation_ms": 30.0},
+            "vgg16_attention": {"train_ms": 1.0, "validation_ms": 1.0, "evaluation_ms": 30.0,
+                                "frozen_features_ms": {"train_views": 2.0, "float32": 4.0}},
+        },
+    }
+    hp = training.HyperParameters(views=3, epochs=10)
+    counts = {"train": 600, "validation": 60, "test": 60}
+    p = benchmarks.project_full_dataset(measured, hp, {"vgg16": 4}, counts)
+    assert p["loading_minutes"] == pytest.approx(10 * 720 / 60000)
+    assert p["trunk_minutes"] == pytest.approx((20 * 1800 + 40 * 120 + 2 * 1800 + 4 * 120) / 60000)
+    assert p["training_minutes"] == pytest.approx((4 * (5 * 600 + 2 * 60) + 10 * (1 * 600 + 1 * 60)) / 60000)
+    assert p["evaluation_minutes"] == pytest.approx(2 * 30 * 60 / 60000)
+    assert p["total_minutes"] == pytest.approx(
+        p["loading_minutes"] + p["trunk_minutes"] + p["training_minutes"] + p["evaluation_minutes"])
+
+
+def test_the_training_benchmark_times_every_model_and_the_cache_against_a_naive_fit():
+    done = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "train", "--image-size", "32", "--images", "16", "--rounds", "2",
+         "--artifacts", "", "--json"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    comparison = result["cache_vs_naive"]
+    assert comparison["model"] == "resnet50" and len(comparison["naive_epoch_s"]) == 2
+    assert comparison["speedup"] > 0 and "faster" in done.stdout
+    assert set(result["costs"]) == {"cnn", "cnn_attention", "vgg16", "resnet50", "vgg16_attention", "resnet50_attention"}
+    assert all(cost["train_ms"] > 0 and cost["evaluation_ms"] > 0 for cost in result["costs"].values())
+    projection = result["full_dataset_projection"]["all_epochs"]
+    assert projection["counts"]["train"] == 3115 and projection["total_minutes"] > 0
+    assert "Projected, not measured" in done.stdout
+
+
+def test_a_recorded_run_scales_with_its_training_and_test_photos(tiny_results):
+    from core import artifacts
+
+    rs = artifacts.open_result_set(tiny_results)
+    ran = benchmarks.scale_recorded_run(rs, 0.0, {"train": 1, "validation": 1, "test": 1})["counts"]
+    doubled = benchmarks.scale_recorded_run(rs, 0.0, {split: 2 * n for split, n in ran.items()})
+    timings = rs.manifest["timings"]
+    read_minutes = (timings["split_seconds"] + timings["load_seconds"]) / 60
+    assert doubled["evaluation_recorded"] and doubled["epochs"] == {m: i["epochs_run"] for m, i in rs.models.items()}
+    assert doubled["scaled_minutes"] == pytest.approx(2 * (doubled["measured_minutes"] - read_minutes))
+    with_reading = benchmarks.scale_recorded_run(rs, 60.0, {split: 2 * n for split, n in ran.items()})
+    assert with_reading["scaled_minutes"] == pytest.approx(doubled["scaled_minutes"] + 2 * sum(ran.values()) / 1000)
