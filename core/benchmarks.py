@@ -120,7 +120,7 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
     for model_id in MODEL_IDS:
         spec = MODEL_SPECS[model_id]
         model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
-        inputs = photos
+        inputs = splits  # what the trained part reads, per split: photos, trunk output or frozen features
         if spec.backbone:
             trunk = models.trunk_model(model, spec)
             if spec.backbone not in trunk_ms:
@@ -131,13 +131,11 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
                 costs[model_id]["frozen_features_ms"] = _frozen_pass_ms(frozen, inputs["test"], precision)
                 inputs = training.precompute(frozen, inputs, precision)
         trainable = models.trained_part(model, spec)
-        cached_epoch = _epoch_timer(trainable, inputs["train"][0] if spec.backbone else photos, labels, hp.batch_size)
-        val_x = inputs["validation"] if spec.backbone else photos
+        cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size)
         costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
         costs[model_id]["validation_ms"] = _ms_per_image(
-            lambda: trainable.evaluate(val_x.astype(np.float32), labels, verbose=0), len(photos))
-        costs[model_id]["evaluation_ms"] = _evaluation_ms(
-            model, spec, inputs["test"] if spec.backbone else photos, photos, num_classes)
+            lambda: trainable.evaluate(inputs["validation"].astype(np.float32), labels, verbose=0), len(photos))
+        costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, inputs["test"], photos, num_classes)
         if model_id == compare:
             naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
             naive_epoch = _epoch_timer(naive_model, photos, labels, hp.batch_size)
