@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1.util import patch_config_options
 
 from conftest import ROOT, TINY_CLASSES, TINY_HP, make_photo
 from core import artifacts, images, inference
@@ -545,7 +546,10 @@ def test_several_page_sessions_at_once_each_show_their_own_sample(tiny_results, 
         assert not at.exception, [e.value for e in at.exception]
         return at
 
-    with ThreadPoolExecutor(len(picks)) as pool:
+    # Each AppTest run switches Streamlit's global "global.appTest" option on and, when it ends, back: with
+    # runs overlapping, one run's end would switch it off under another (whose selectbox then has no
+    # formatter). Holding it on for the whole block leaves only the app's own concurrency under test.
+    with patch_config_options({"global.appTest": True}), ThreadPoolExecutor(len(picks)) as pool:
         sessions = dict(zip(picks, pool.map(session, picks)))
     for i, at in sessions.items():
         assert [e.value for e in at.error] == []
