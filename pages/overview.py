@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison
+from core import comparison, formatting
 from pages import common
 
 st.title("Overview")
@@ -21,43 +21,14 @@ for line in comparison.reading(table):
     st.markdown(f"- {line}")
 
 show = table.sort_values("accuracy", ascending=False)
-columns = {
-    "model": st.column_config.TextColumn("Model", pinned=True),
-    "accuracy": st.column_config.NumberColumn("Accuracy", format="percent", help="Top-1 accuracy on the test split"),
-    "accuracy_low": st.column_config.NumberColumn("95% low", format="percent", help="Wilson interval, lower end"),
-    "accuracy_high": st.column_config.NumberColumn("95% high", format="percent", help="Wilson interval, upper end"),
-    "clean_accuracy": st.column_config.NumberColumn(
-        "Clean acc.", format="percent", help="Accuracy on the test images without an (near) duplicate in training"
-    ),
-    "loss": st.column_config.NumberColumn("Loss", format="%.3f", help="Cross-entropy = negative log-likelihood"),
-    "top5_accuracy": st.column_config.NumberColumn("Top-5", format="percent"),
-    "group_accuracy": st.column_config.NumberColumn(
-        "Fruit/veg acc.", format="percent", help="Binary fruit-vs-vegetable accuracy: class probabilities summed per group"
-    ),
-    "ece": st.column_config.NumberColumn("ECE", format="%.3f", help="Expected calibration error, 10 bins"),
-    "seed_runs": st.column_config.NumberColumn("Seeds", help="Training runs with different seeds (train.py --seeds)"),
-    "seed_mean_accuracy": st.column_config.NumberColumn("Acc. mean over seeds", format="percent"),
-    "seed_sd_accuracy": st.column_config.NumberColumn("± sd over seeds", format="%.1%",
-                                                      help="Spread that the random seed alone causes"),
-    "best_epoch": st.column_config.NumberColumn("Best epoch"),
-    "epochs_run": st.column_config.NumberColumn("Epochs run"),
-    "parameters": st.column_config.NumberColumn("Parameters", format="compact"),
-    "stored_mb": st.column_config.NumberColumn("Stored MB", format="%.1f", help="What the result set stores of it"),
-    "inference_ms": st.column_config.NumberColumn("ms / image", format="%.0f", help="Whole model, one image, CPU"),
-    "train_minutes": st.column_config.NumberColumn("Train min", format="%.1f"),
-    "learning_rate": st.column_config.NumberColumn("LR", format="%.0e"),
-    "reference_accuracy": st.column_config.NumberColumn("Study acc.", format="percent"),
-    "accuracy_vs_reference": st.column_config.NumberColumn("Δ vs study", format="%+.1%"),
-    "reference_loss": st.column_config.NumberColumn("Study loss", format="%.4f"),
-}
-higher_better = ["accuracy", "clean_accuracy", "top5_accuracy", "group_accuracy"]
-lower_better = ["loss", "ece", "inference_ms", "stored_mb", "train_minutes"]
-styled = (
-    show[list(columns)]
-    .style.highlight_max(subset=higher_better, color="#c7e9c0")
-    .highlight_min(subset=lower_better, color="#c7e9c0")
-)
-st.dataframe(styled, column_config=columns, hide_index=True, width="stretch")
+# Every cell a string from core.formatting: no None, no raw float, one number style in every column.
+shown, best = formatting.overview_display(show)
+styled = shown.style.apply(lambda _: best.map(lambda b: "background-color: #c7e9c0" if b else ""), axis=None)
+st.dataframe(styled, hide_index=True, width="stretch",
+             column_config={"Model": st.column_config.TextColumn(pinned=True)})
+st.caption("Green: the best value of its column. Interval: 95 % Wilson. Δ: accuracy minus the study's, in percentage "
+           "points. Seeds: accuracy over training runs that differ only in the random seed (– for a single run). "
+           "Epochs: run (best by validation loss). The CSV holds every figure unrounded.")
 st.download_button(
     "Download table (CSV)", table.to_csv(index=False).encode(), file_name="model_comparison.csv", mime="text/csv"
 )
@@ -80,9 +51,11 @@ for _, row in show.iloc[::-1].iterrows():
     ))
 figure.update_layout(
     height=70 + 45 * len(show), margin=dict(l=10, r=10, t=10, b=40), xaxis_tickformat=".0%",
-    xaxis_title="test accuracy (dot, with 95% Wilson interval) · study's figure (grey tick)",
+    xaxis_title="test accuracy",
 )
 st.plotly_chart(figure, width="stretch")
+# The key below the chart rather than in the axis title, which a narrow screen would cut.
+st.caption("Dot: test accuracy with its 95 % Wilson interval · grey tick: the study's figure.")
 
 with st.expander("What was trained, and on what"):
     counts = summary.get("counts", {})

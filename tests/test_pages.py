@@ -1,5 +1,6 @@
 """AppTest runs of the pages written around the result-set tables: overview, curves, statistics, classify."""
 
+import re
 import shutil
 
 import numpy as np
@@ -19,8 +20,15 @@ def test_overview_shows_every_model_with_intervals_and_the_reading(tiny_results)
     at = page("overview", tiny_results)
     assert not at.exception
     table = at.dataframe[0].value
-    assert sorted(table["model"]) == sorted(MODEL_SPECS[m].title for m in MODEL_IDS)
-    assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
+    assert sorted(table["Model"]) == sorted(MODEL_SPECS[m].title for m in MODEL_IDS)
+    # Issue 15, finding 2: every cell a formatted string, no None, no raw float, one decimal everywhere.
+    cells = table.astype(str).to_numpy().ravel()
+    assert not any(c in ("None", "nan") or re.fullmatch(r"-?\d+\.\d{4,}", c) for c in cells)
+    for cell in table["Accuracy [95 % interval]"]:
+        value, low, high = map(float, re.fullmatch(r"(\d+\.\d) % \[(\d+\.\d)–(\d+\.\d)\]", cell).groups())
+        assert low <= value <= high
+    assert all(re.fullmatch(r"\d+\.\d % \([−+]\d+\.\d pp\)", c) for c in table["Study acc. (Δ)"])
+    assert len(table.columns) <= 13
     text = " ".join(m.value for m in at.markdown)
     assert "has the highest test accuracy" in text and "One test image is" in text
     assert at.get("download_button")

@@ -1,0 +1,94 @@
+"""How every table of the dashboard writes its numbers: one place, so neighbouring columns agree.
+
+Plain strings, so a table never shows ``None``, a raw float or a Streamlit format error; a missing value
+is an en dash.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+MISSING = "–"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def percent(value, decimals: int = 1) -> str:
+    """0.793 -> '79.3 %'."""
+    return MISSING if _missing(value) else f"{100 * value:.{decimals}f} %"
+
+
+def signed_points(value, decimals: int = 1) -> str:
+    """A difference of two proportions in percentage points: -0.1215 -> '−12.2 pp'."""
+    if _missing(value):
+        return MISSING
+    text = f"{100 * value:+.{decimals}f} pp"
+    return text.replace("-", "−")
+
+
+def percent_interval(value, low, high, decimals: int = 1) -> str:
+    """'79.3 % [75.1–83.0]': the estimate and its 95 % interval, in one column."""
+    if _missing(value):
+        return MISSING
+    if _missing(low) or _missing(high):
+        return percent(value, decimals)
+    return f"{percent(value, decimals)} [{100 * low:.{decimals}f}–{100 * high:.{decimals}f}]"
+
+
+def mean_spread(mean, sd, runs: int, decimals: int = 1) -> str:
+    """'80.4 % ± 0.8 (3 seeds)', or the en dash for a single run (one run says nothing about spread)."""
+    if runs < 2 or _missing(mean) or _missing(sd):
+        return MISSING
+    return f"{100 * mean:.{decimals}f} % ± {100 * sd:.{decimals}f} ({runs} seeds)"
+
+
+def number(value, decimals: int = 3) -> str:
+    return MISSING if _missing(value) else f"{value:.{decimals}f}"
+
+
+def compact(value) -> str:
+    """23587712 -> '23.6 M'."""
+    if _missing(value):
+        return MISSING
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f}"
+
+
+# The Overview table as shown: columns merged so that it fits a 1400 px screen, every cell a string.
+# (shown name, builder from one overview_table row, numeric column that decides "best", higher is better)
+OVERVIEW_COLUMNS = {
+    "Model": (lambda r: r["model"], None, None),
+    "Accuracy [95 % interval]": (lambda r: percent_interval(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+                                 "accuracy", True),
+    "Clean acc.": (lambda r: percent(r["clean_accuracy"]), "clean_accuracy", True),
+    "Top-5": (lambda r: percent(r["top5_accuracy"]), "top5_accuracy", True),
+    "Fruit/veg acc.": (lambda r: percent(r["group_accuracy"]), "group_accuracy", True),
+    "Loss": (lambda r: number(r["loss"]), "loss", False),
+    "ECE": (lambda r: number(r["ece"]), "ece", False),
+    "Seeds: mean ± sd": (lambda r: mean_spread(r["seed_mean_accuracy"], r["seed_sd_accuracy"], int(r["seed_runs"])),
+                         None, None),
+    "Study acc. (Δ)": (lambda r: f"{percent(r['reference_accuracy'])} ({signed_points(r['accuracy_vs_reference'])})",
+                       None, None),
+    "Epochs (best)": (lambda r: f"{int(r['epochs_run'])} ({int(r['best_epoch'])})", None, None),
+    "Parameters": (lambda r: compact(r["parameters"]), None, None),
+    "ms / image": (lambda r: number(r["inference_ms"], 0), "inference_ms", False),
+    "Train min": (lambda r: number(r["train_minutes"], 1), "train_minutes", False),
+}
+
+
+def overview_display(table):
+    """The rows of ``comparison.overview_table`` as strings, plus a same-shaped boolean frame marking the
+    best value of each column where "best" has a direction."""
+    shown = pd.DataFrame({name: [build(row) for _, row in table.iterrows()]
+                          for name, (build, _, _) in OVERVIEW_COLUMNS.items()}, index=table.index)
+    best = pd.DataFrame(False, index=table.index, columns=shown.columns)
+    for name, (_, source, higher) in OVERVIEW_COLUMNS.items():
+        if source is not None and table[source].notna().any():
+            best[name] = table[source] == (table[source].max() if higher else table[source].min())
+    return shown, best

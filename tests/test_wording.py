@@ -1,0 +1,50 @@
+"""The words and numbers the pages show: formatting helpers and the Classify headline."""
+
+from core import formatting, headline
+
+
+def summary(tops: list[str], ensemble: tuple[str, float]) -> dict:
+    return {
+        "models": {f"m{i}": {"top": [(name, 0.5)], "group": "fruit", "group_probability": 0.5} for i, name in enumerate(tops)},
+        "ensemble": {"top": [ensemble], "group": "vegetable", "group_probability": 0.65},
+    }
+
+
+def test_percentages_intervals_and_differences_share_one_style():
+    assert formatting.percent(0.7931) == "79.3 %"
+    assert formatting.percent(None) == formatting.MISSING
+    assert formatting.percent(float("nan")) == formatting.MISSING
+    assert formatting.percent_interval(0.7931, 0.751, 0.83) == "79.3 % [75.1–83.0]"
+    assert formatting.signed_points(-0.12150355987055017) == "−12.2 pp"
+    assert formatting.signed_points(0.031) == "+3.1 pp"
+    assert formatting.mean_spread(0.8036, 0.0081443737, 3) == "80.4 % ± 0.8 (3 seeds)"
+    assert formatting.mean_spread(0.8, 0.0, 1) == formatting.MISSING
+    assert formatting.compact(23_587_712) == "23.6 M"
+
+
+def test_a_tie_reads_no_majority_and_names_the_average():
+    text = headline.headline(summary(["paprika", "paprika", "raddish", "raddish", "apple", "kiwi"], ("raddish", 0.32)))
+    assert text.startswith("**No majority**") and "raddish_ (32%)" in text
+    assert "2 of 6 models say" not in text
+    assert headline.majority(summary(["a", "b", "c"], ("a", 0.4))) is None
+
+
+def test_all_different_is_no_majority_not_one_model():
+    text = headline.headline(summary(["apple", "kiwi", "pear", "corn", "peas", "leek"], ("apple", 0.2)))
+    assert "No majority" in text and "1 of 6" not in text
+
+
+def test_a_plurality_against_the_average_says_both_without_contradiction():
+    text = headline.headline(summary(["pear", "pear", "pear", "apple", "apple", "kiwi"], ("apple", 0.41)))
+    assert "3 of 6 models say _pear_, but the average" in text and "favours _apple_" in text
+    assert headline.agreeing(summary(["pear", "pear", "pear", "apple", "apple", "kiwi"], ("apple", 0.41))) == (2, 6)
+
+
+def test_agreement_with_the_average():
+    assert headline.headline(summary(["kiwi"] * 6, ("kiwi", 0.9))).startswith("**All 6 models say _kiwi_**")
+    text = headline.headline(summary(["kiwi"] * 4 + ["pear", "apple"], ("kiwi", 0.7)))
+    assert text.startswith("**4 of 6 models say _kiwi_**, and their average agrees (70%)")
+
+
+def test_the_group_is_worded_as_a_sum_over_classes():
+    assert headline.group_phrase("vegetable", 0.65) == "all vegetable classes together 65%"
