@@ -31,7 +31,7 @@ from core import images
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+IMAGE_SUFFIXES = frozenset(images.PHOTO_SUFFIXES)
 POLICIES = ("clean", "kaggle")
 # Hamming distance (of 64 bits) of the DCT perceptual hash, under the best rotation/flip, up to which two
 # images count as near duplicates. On the real images, re-encoded or resized copies of a photo lie at 0-4

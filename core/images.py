@@ -12,6 +12,13 @@ Hostile input is bounded before any decoding work:
 * only the formats in ``ALLOWED_FORMATS`` are even offered to Pillow (no EPS/Ghostscript, PSD, ...);
 * the declared ``width * height`` is checked against ``MAX_PIXELS`` from the header, before decoding,
   independently of Pillow's own (larger, warning-only) ``Image.MAX_IMAGE_PIXELS``, which is left untouched.
+  JPEGs are the exception that phone photos need: libjpeg can decode at 1/2, 1/4 or 1/8 scale (Pillow's
+  ``Image.draft``), so a JPEG above ``MAX_PIXELS`` is decoded at the largest of those scales that fits in
+  ``MAX_PIXELS`` (a 200 MP photo at 1/4: 12.5 MP), which the models' 224-px input never misses. Only a JPEG
+  still above the limit at 1/8 (over 2560 MP) is refused. Every other format (PNG, WebP, HEIF, ...) cannot
+  decode at reduced size and keeps the header check and Pillow's decompression-bomb protection.
+
+HEIC/HEIF (what phones save by default) is read through pillow-heif's Pillow plugin.
 
 Every colour mode is normalised to 8-bit RGB: transparency is flattened onto white, 16-bit grey is
 scaled by its full range (65535 -> 255), float images are stretched from their min..max.
@@ -31,14 +38,23 @@ import stat
 from typing import IO, Union
 
 import numpy as np
-from PIL import ExifTags, Image
+import pillow_heif
+from PIL import ExifTags, Image, JpegImagePlugin
+
+pillow_heif.register_heif_opener()
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 MAX_ASPECT = 8.0
-# Pillow format names. MPO is what some cameras' JPEGs (multi-picture) open as.
-ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
+# Pillow format names. MPO is what some cameras' JPEGs (multi-picture) open as; HEIF (pillow-heif) covers
+# .heic and .heif files.
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "HEIF"}
+# File name suffixes of photos offered by the uploader and found by dataset folder scans (lower case, with
+# the dot). GIF and TIFF are read when given but not looked for: photos do not come in them.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif")
+# libjpeg's reduced decoding scales (Image.draft picks one of 1/1, 1/2, 1/4, 1/8).
+_JPEG_SCALES = (1, 2, 4, 8)
 RESIZE_POLICY = "squash-bilinear"
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
@@ -74,17 +90,11 @@ _MAGIC = (
 _FTYP_BRANDS = {
     b"avif": "AVIF",
     b"avis": "AVIF",
-    b"heic": "HEIC",
-    b"heix": "HEIC",
-    b"hevc": "HEIC",
-    b"hevx": "HEIC",
-    b"heim": "HEIC",
-    b"heis": "HEIC",
-    b"mif1": "HEIF",
-    b"msf1": "HEIF",
     b"jp2 ": "JPEG 2000",
     b"crx ": "CR3 (camera raw)",
 }
+# Brands of the HEIF files pillow-heif reads: one it could not identify is a broken file, not another format.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 
 
 class ImageError(ValueError):
@@ -328,10 +338,37 @@ def _apply_orientation(source: Image.Image, rgb: Image.Image) -> Image.Image:
     return rgb.transpose(method) if method is not None else rgb
 
 
+def _open_jpeg_reduced(data: bytes) -> Image.Image | None:
+    """A JPEG opened without Pillow's bomb check and set to decode at a scale within MAX_PIXELS.
+
+    None when ``data`` is not a JPEG or its header cannot be parsed (Image.open then words the error).
+    Raises ImageError when even 1/8 scale stays above MAX_PIXELS. Bypassing ``Image.open``'s bomb check is
+    safe here only because ``draft`` bounds the decoded size before anything is decoded.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    try:
+        im = JpegImagePlugin.jpeg_factory(io.BytesIO(data))
+    except Exception:
+        return None
+    width, height = im.size
+    scale = next((s for s in _JPEG_SCALES if -(-width // s) * -(-height // s) <= MAX_PIXELS), None)
+    if scale is None:
+        im.close()
+        raise _too_large_image((width, height))
+    if scale > 1:
+        im.draft(None, (width // scale, height // scale))  # decodes to ceil(side / scale)
+    return im
+
+
 def _decode(data: bytes) -> Image.Image:
     try:
-        im = Image.open(io.BytesIO(data), formats=_allowed_formats())
+        im = _open_jpeg_reduced(data) or Image.open(io.BytesIO(data), formats=_allowed_formats())
+    except ImageError:
+        raise
     except Image.UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            raise ImageError("file is truncated or corrupt: HEIF data that pillow-heif cannot read") from None
         other = _sniff_unsupported(data)
         if other:
             raise ImageError(

@@ -44,7 +44,7 @@ if classifier is None:
 upload_tab, camera_tab, sample_tab = st.tabs(["Upload", "Camera", "Sample photos"])
 with upload_tab:
     uploaded = st.file_uploader(
-        "A photo of a fruit or vegetable", type=["jpg", "jpeg", "png", "webp", "bmp"],
+        "A photo of a fruit or vegetable", type=[suffix[1:] for suffix in images.PHOTO_SUFFIXES],
         help=f"Up to {images.MAX_FILE_BYTES // 2**20} MB.",
     )
 with camera_tab:

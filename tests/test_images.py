@@ -21,7 +21,7 @@ from core import images
 from core.images import ImageError, read_image
 
 NOT_AN_IMAGE = "not an image file (could not identify the format)"
-SUPPORTED = "(supported: BMP, GIF, JPEG, PNG, TIFF, WEBP)"
+SUPPORTED = "(supported: BMP, GIF, HEIF, JPEG, PNG, TIFF, WEBP)"
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
 
@@ -113,7 +113,6 @@ def test_empty():
     [
         (b"%PDF-1.4\n%...", "PDF"),
         (b"8BPS\x00\x01" + b"\x00" * 40, "PSD"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 40, "HEIC"),
         (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1" + b"\x00" * 40, "AVIF"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
     ],
@@ -586,7 +585,7 @@ def test_constants():
     assert images.MAX_FILE_BYTES == 20 * 1024 * 1024
     assert images.MAX_PIXELS == 40_000_000
     assert images.MIN_SIDE == 16 and images.MAX_ASPECT == 8.0
-    assert images.ALLOWED_FORMATS == {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
+    assert images.ALLOWED_FORMATS == {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "HEIF"}
 
 
 # ------------------------------------------------------------------------------------------ no state
@@ -674,3 +673,70 @@ def test_fuzz_mutated_valid_files(data):
         warnings.simplefilter("ignore")  # Pillow's own decompression-bomb / EXIF warnings
         check_outcome(data)
     assert read_image(valid_png()).size == (32, 32)  # a failure never breaks the next call
+
+
+# ------------------------------------------------------------------------------------------ phone photos
+
+
+def halves_jpeg(width: int, height: int, **kw) -> bytes:
+    """A width x height JPEG, red left half and blue right half, at low quality (small file, fast to write)."""
+    im = Image.new("RGB", (width, height), BLUE)
+    im.paste(RED, (0, 0, width // 2, height))
+    return encode(im, "JPEG", quality=10, **kw)
+
+
+@pytest.mark.parametrize(
+    "size, decoded",
+    [((8000, 6000), (4000, 3000)), ((12000, 9000), (6000, 4500)), ((16384, 12288), (4096, 3072))],
+    ids=["48MP-at-half", "108MP-at-half", "201MP-at-quarter"],
+)
+def test_phone_jpeg_above_pixel_limit_decodes_reduced(size, decoded):
+    data = halves_jpeg(*size)
+    assert len(data) <= images.MAX_FILE_BYTES and size[0] * size[1] > images.MAX_PIXELS
+    im = read_image(data)
+    assert_rgb(im)
+    assert im.size == decoded
+    assert close(im.getpixel((decoded[0] // 4, decoded[1] // 2)), RED, 8)
+    assert close(im.getpixel((decoded[0] * 3 // 4, decoded[1] // 2)), BLUE, 8)
+
+
+def test_reduced_jpeg_keeps_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im = read_image(halves_jpeg(8000, 6000, exif=exif.tobytes()))
+    assert im.size == (3000, 4000)
+    assert close(im.getpixel((1500, 1000)), RED, 8) and close(im.getpixel((1500, 3000)), BLUE, 8)
+
+
+def test_jpeg_over_pixel_limit_even_at_eighth_is_refused():
+    data = bytearray(valid_jpeg())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 18000, 18000)  # 324 MP: 1/8 is 2250^2, 1/4 is 4500^2 (fits)
+    assert read_image(bytes(data)).size == (4500, 4500)  # libjpeg pads the missing scan data
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 51000, 51000)  # 1/8 is 6375^2 = 40.6 MP
+    assert error_of(bytes(data)) == "image is too large: 51000x51000 pixels (limit 40 MP)"
+
+
+def test_heic_photo():
+    im = Image.new("RGB", (640, 480), GREEN)
+    im.paste(RED, (0, 0, 320, 480))
+    data = encode(im, "HEIF", quality=90)
+    assert data[4:12] == b"ftypheic"
+    out = read_image(data)
+    assert_rgb(out)
+    assert out.size == (640, 480)
+    assert close(out.getpixel((100, 240)), RED, 12) and close(out.getpixel((540, 240)), GREEN, 12)
+
+
+def test_heic_truncated():
+    data = encode(Image.new("RGB", (640, 480), GREEN), "HEIF")
+    assert error_of(data[: len(data) // 2]).startswith("file is truncated or corrupt")
+    fake = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 40
+    assert error_of(fake) == "file is truncated or corrupt: HEIF data that pillow-heif cannot read"
+
+
+def test_heic_over_pixel_limit_is_refused(monkeypatch):
+    # HEIF cannot decode at reduced size, so the header check stays.
+    data = encode(Image.new("RGB", (640, 480), GREEN), "HEIF")
+    monkeypatch.setattr(images, "MAX_PIXELS", 640 * 480 - 1)
+    assert error_of(data) == "image is too large: 640x480 pixels (limit 0.307199 MP)"
