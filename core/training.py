@@ -30,7 +30,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-from core import artifacts, dataset, evaluation, images, models
+from core import artifacts, cache, dataset, evaluation, images, models
 from core.groups import group_classes
 from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
 
@@ -111,21 +111,26 @@ def make_views(photos: np.ndarray, views: int, seed: int) -> list[np.ndarray]:
 def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     """Batches of (input, label) in a new order every epoch, each item as one of its views drawn at random.
 
-    All inside tf.data, vectorised as Keras does for arrays: a Python generator per batch costs as much as
-    one training step of a cached top.
+    The order and the views are drawn inside tf.data; the rows are gathered from ``views`` (arrays or
+    memory maps of the on-disk cache) one batch at a time, so that no copy of every view is ever made.
     """
-    stacked = np.stack(views)  # (view, item, ...)
     count = len(labels)
-    data = tf.data.Dataset.from_tensors((stacked, np.asarray(labels))).repeat()
+    labels = np.asarray(labels)
     order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
     view = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % len(views))
     picks = tf.data.Dataset.zip(view, order).batch(batch_size)
+    row_shape = views[0].shape[1:]
 
-    def gather(pick, data):
-        (view, item), (inputs, labels) = pick, data
-        return tf.cast(tf.gather_nd(inputs, tf.stack([view, item], axis=1)), tf.float32), tf.gather(labels, item)
+    def rows(view, item):
+        return np.stack([views[v][i] for v, i in zip(view, item)]).astype(np.float32), labels[item]
 
-    return tf.data.Dataset.zip(picks, data).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def gather(view, item):
+        inputs, picked = tf.numpy_function(rows, [view, item], (tf.float32, tf.as_dtype(labels.dtype)))
+        inputs.set_shape((None, *row_shape))
+        picked.set_shape((None,))
+        return inputs, picked
+
+    return picks.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_in_batches(model: keras.Model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -137,14 +142,25 @@ def predict_in_batches(model: keras.Model, inputs: np.ndarray, batch_size: int =
     return np.concatenate(parts)
 
 
-def precompute(frozen: keras.Model, splits: dict, precision: str, progress: bool = False, desc: str = "") -> dict:
-    """A frozen part's output for every split: each training view in ``precision``, validation and test in float32."""
+def precompute(frozen: keras.Model, splits: dict, precision: str, progress: bool = False, desc: str = "",
+               folder: Path | None = None) -> dict:
+    """A frozen part's output for every split: each training view in ``precision``, validation and test in float32.
+
+    With ``folder``, each output is written there batch by batch and returned as a memory map (see core/cache.py);
+    without, it is held in memory.
+    """
     train_model = frozen if precision == "float32" else models.with_compute_dtype(frozen, "mixed_bfloat16")
+
+    def output(model, inputs, name):
+        if folder is None:
+            return predict_in_batches(model, inputs)
+        return cache.predict_to_file(model, inputs, Path(folder) / f"{name}.npy")
+
     views = tqdm(splits["train"], desc=desc, disable=not progress)
     return {
-        "train": [predict_in_batches(train_model, view) for view in views],
-        "validation": predict_in_batches(frozen, splits["validation"]),
-        "test": predict_in_batches(frozen, splits["test"]),
+        "train": [output(train_model, view, f"train-view{k}") for k, view in enumerate(views)],
+        "validation": output(frozen, splits["validation"], "validation"),
+        "test": output(frozen, splits["test"], "test"),
     }
 
 
@@ -214,12 +230,15 @@ def run(
     seeds: int = 1,
     trunk_precision: str = "auto",
     progress: bool = True,
+    keep_cache: bool = False,
 ) -> dict[str, str]:
     """Train the models not yet complete in ``out``; returns model id -> "trained"/"done"/reason skipped.
 
     With ``seeds`` > 1 every model is also trained again from seeds ``hp.seed + 1`` ... (replicates, whose
     history, metrics and predictions are kept beside the model to show the spread that seeds alone cause).
     ``trunk_precision``: auto, float32 or bfloat16 (see ``resolve_trunk_precision``).
+    Trunk outputs are cached on disk under ``out/.cache`` (core/cache.py), reused by a resumed run, and
+    deleted when the run ends unless ``keep_cache``.
     """
     precision = resolve_trunk_precision(trunk_precision)
     timings = {}
@@ -305,7 +324,12 @@ def run(
                 status[model_id] = str(err)
                 continue
         clock = time.perf_counter()
-        inputs = _model_inputs(model, spec, train_views, data, caches, precision, timings, progress)
+        folder = spec.backbone and cache.cache_folder(
+            writer.root, spec.backbone, dataset=plan.fingerprint, split=split, image_size=hp.image_size,
+            views=hp.views, seed=hp.seed, precision=precision, weights=str(weights.get(spec.backbone)),
+            trunk=models.trunk_signature(model, spec),
+        )
+        inputs = _model_inputs(model, spec, train_views, data, caches, precision, timings, progress, folder)
         history, best_epoch = fit(
             trainable, spec.learning_rate, inputs["train"], data["train"][1],
             inputs["validation"], data["validation"][1], hp, seed,
@@ -328,25 +352,29 @@ def run(
         del model, trainable, inputs, explain_inputs
         gc.collect()  # Keras models hold reference cycles, and with them their datasets
     writer.save_manifest(timings={**writer.manifest.get("timings", {}), **timings})
+    if not keep_cache:
+        caches.clear()
+        cache.remove(writer.root)
     return status
 
 
-def _model_inputs(model, spec, train_views, data, caches, precision, timings, progress) -> dict:
+def _model_inputs(model, spec, train_views, data, caches, precision, timings, progress, folder) -> dict:
     """What the trainable part of ``model`` reads, per split: photos, trunk output or frozen features."""
     photos = {"train": train_views, "validation": data["validation"][0], "test": data["test"][0]}
     if spec.backbone is None:
         return photos
-    cache = caches.setdefault(spec.backbone, {})
-    if "trunk" not in cache:
+    stored = caches.setdefault(spec.backbone, {})
+    if "trunk" not in stored:
         clock = time.perf_counter()
-        cache["trunk"] = precompute(models.trunk_model(model, spec), photos, precision, progress,
-                                    f"{spec.backbone} trunk ({precision}), once per view")
+        stored["trunk"] = precompute(models.trunk_model(model, spec), photos, precision, progress,
+                                     f"{spec.backbone} trunk ({precision}), once per view", folder / "trunk")
         timings[f"{spec.backbone}_trunk_seconds"] = time.perf_counter() - clock
     if not spec.attention:
-        return cache["trunk"]
-    if "frozen" not in cache:
-        cache["frozen"] = precompute(models.frozen_features_model(model, spec), cache["trunk"], precision)
-    return cache["frozen"]
+        return stored["trunk"]
+    if "frozen" not in stored:
+        stored["frozen"] = precompute(models.frozen_features_model(model, spec), stored["trunk"], precision,
+                                      folder=folder / "frozen")
+    return stored["frozen"]
 
 
 def _write_model(writer, model, spec, class_names, groups, history, best_epoch, train_seconds,

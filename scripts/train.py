@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--trunk-precision", choices=training.TRUNK_PRECISIONS, default="auto",
                         help="arithmetic of the frozen trunk over the training views; auto: bfloat16 where the CPU "
                         "has it natively (AVX512-BF16, AMX), else float32. Validation and test always use float32")
+    parser.add_argument("--keep-cache", action="store_true",
+                        help="keep the frozen trunk outputs cached under OUT/.cache after the run (deleted by default; "
+                        "a resumed run reuses them either way)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
             args.data_dir, args.out, args.models, hp, split=args.split, weights_dir=args.weights_dir,
             random_backbones=args.random_backbones, strategy=args.strategy,
             group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
-            trunk_precision=args.trunk_precision,
+            trunk_precision=args.trunk_precision, keep_cache=args.keep_cache,
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

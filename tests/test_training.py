@@ -179,3 +179,41 @@ def test_several_steps_per_execution_make_the_same_updates_as_one():
         trained.append(model.get_weights())
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(*trained))
     assert not all(np.allclose(a, b) for a, b in zip(initial, trained[1]))
+
+
+def test_the_trunk_cache_on_disk_holds_what_memory_held_and_is_reused(tmp_path):
+    from core import models
+
+    spec = MODEL_SPECS["vgg16"]
+    trunk = models.trunk_model(models.build_model("vgg16", 4, 32, weights="random"), spec)
+    photos = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    splits = {"train": [photos, photos[:, :, ::-1]], "validation": photos[:3], "test": photos[3:]}
+    in_memory = training.precompute(trunk, splits, "float32")
+    on_disk = training.precompute(trunk, splits, "float32", folder=tmp_path)
+    assert isinstance(on_disk["test"], np.memmap)
+    for name in ("validation", "test"):
+        assert np.array_equal(in_memory[name], on_disk[name])
+    assert all(np.array_equal(a, b) for a, b in zip(in_memory["train"], on_disk["train"]))
+    written = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert sorted(written) == ["test.npy", "train-view0.npy", "train-view1.npy", "validation.npy"]
+    training.precompute(trunk, splits, "float32", folder=tmp_path)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == written  # read back, not recomputed
+
+
+def test_view_batches_read_memory_maps_batch_by_batch(tmp_path):
+    views = [np.lib.format.open_memmap(tmp_path / f"v{k}.npy", "w+", np.float16, (10, 3)) for k in range(2)]
+    for k, view in enumerate(views):
+        view[:] = np.arange(10)[:, None] + 100 * k
+    inputs, labels = zip(*training.view_batches(views, np.arange(10), batch_size=4, seed=0).take(3))
+    inputs, labels = np.concatenate(inputs), np.concatenate(labels)
+    assert sorted(labels) == list(range(10)) and inputs.dtype == np.float32
+    assert np.array_equal(inputs[:, 0] % 100, labels)  # each row is its label's item, from one of its views
+
+
+def test_a_run_deletes_its_trunk_cache_unless_asked_to_keep_it(tiny_data, tmp_path):
+    hp = training.HyperParameters(**{**TINY_HP, "epochs": 1})
+    training.run(tiny_data, tmp_path / "gone", ["vgg16"], hp, random_backbones=True, progress=False)
+    assert not (tmp_path / "gone" / ".cache").exists()
+    training.run(tiny_data, tmp_path / "kept", ["vgg16"], hp, random_backbones=True, progress=False, keep_cache=True)
+    (folder,) = (tmp_path / "kept" / ".cache").iterdir()
+    assert folder.name.startswith("vgg16-") and (folder / "trunk" / "train-view0.npy").exists()
