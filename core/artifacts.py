@@ -53,6 +53,8 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.npz"
 MAPS = "maps.npz"
+OPENSET = "openset.json"  # the open-set verdict's method, thresholds and measured figures (core.openset)
+OPENSET_ARRAYS = "openset.npz"  # its reference features (PCA projection and projected training photos)
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
 RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset")
 
@@ -122,6 +124,18 @@ def write_test_files(folder: Path, files: list[str], y_true, probs, maps: dict, 
     write_npz(folder / PREDICTIONS, files=np.array(files), y_true=np.asarray(y_true), probs=np.asarray(probs, np.float32))
     write_npz(folder / MAPS, **{name: np.asarray(m, np.float16) for name, m in maps.items()})
     write_json(folder / METRICS, metrics)
+
+
+def write_openset(root: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Add (or replace) the open-set verdict of a result set: both files atomically, then the manifest."""
+    root = Path(root)
+    manifest = read_json(root / MANIFEST)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    for name, data in ((OPENSET_ARRAYS, buffer.getvalue()), (OPENSET, (json.dumps(info, indent=1) + "\n").encode())):
+        atomic_write_bytes(root / name, data)
+        manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    write_json(root / MANIFEST, manifest)
 
 
 def read_json(path: Path):
@@ -306,9 +320,23 @@ class ResultSet:
             if rel.count("/") == 2 and rel.startswith(SAMPLES + "/") and all(map(_plain_name, rel.split("/")))
         ]
 
+    def openset(self) -> tuple[dict, dict[str, np.ndarray]] | None:
+        """The open-set verdict's settings and reference arrays; None when absent or damaged."""
+        names = {n: self.manifest["files"].get(n) for n in (OPENSET, OPENSET_ARRAYS)}
+        if None in names.values() or _verify(self.root, names):
+            return None
+        with np.load(self.root / OPENSET_ARRAYS, allow_pickle=False) as data:
+            return read_json(self.root / OPENSET), {k: data[k] for k in data.files}
+
     def weights_path(self, model_id: str) -> Path:
         name = TOP_WEIGHTS if self.models[model_id]["backbone"] else WHOLE_MODEL
         return self.root / model_id / name
+
+    def has_weights(self, model_id: str) -> bool:
+        """Whether the model can classify new photos; a set kept for comparison only carries none."""
+        if model_id not in self.models:
+            return False
+        return self.weights_path(model_id).name in self.manifest["models"][model_id]["files"]
 
 
 def open_result_set(root: str | os.PathLike) -> ResultSet:
@@ -344,3 +372,23 @@ def open_result_set(root: str | os.PathLike) -> ResultSet:
             continue
         result.models[model_id] = read_json(root / model_id / MODEL_JSON)
     return result
+
+
+def strip_weights(root: str | os.PathLike) -> list[str]:
+    """Remove every model's weights from a result set, keeping it valid for comparison; returns what went.
+
+    The manifest is rewritten first (the weights are no longer listed), then the files are deleted, so an
+    interruption leaves at worst an unlisted file behind, never a listed one that is missing.
+    """
+    root = Path(root).expanduser()
+    manifest = read_json(root / MANIFEST)
+    removed = []
+    for model_id, entry in manifest["models"].items():
+        for name in (WHOLE_MODEL, TOP_WEIGHTS):
+            if entry["files"].pop(name, None) is not None:
+                removed.append(f"{model_id}/{name}")
+    manifest["updated"] = _now()
+    write_json(root / MANIFEST, manifest)
+    for rel in removed:
+        (root / rel).unlink(missing_ok=True)
+    return removed

@@ -36,10 +36,11 @@ class FeatureExtractor:
             )
             self.nets[name] = keras.Model(inputs, net.output)
 
-    def __call__(self, photos: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    def __call__(self, photos: np.ndarray, batch_size: int = 32, backbones=None) -> dict[str, np.ndarray]:
         """``photos``: (B, size, size, 3) uint8 -> {backbone: (B, D) float32, unit length}."""
         out = {}
-        for name, net in self.nets.items():
+        for name in backbones or self.backbones:
+            net = self.nets[name]
             parts = [
                 np.asarray(net(photos[i : i + batch_size].astype(np.float32), training=False))
                 for i in range(0, len(photos), batch_size)
@@ -51,15 +52,38 @@ class FeatureExtractor:
 def dataset_features(
     extractor: FeatureExtractor, data_dir, files: list[str], cache_dir=None, batch_size: int = 32
 ) -> dict[str, np.ndarray]:
-    """Features of ``files`` (paths relative to ``data_dir``), cached as a .npz keyed by the file list."""
-    key = hashlib.sha256(("\n".join(files) + f"|{extractor.image_size}|{extractor.backbones}").encode()).hexdigest()
-    cache = Path(cache_dir) / f"features-{key[:16]}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as stored:
-            return {name: stored[name] for name in extractor.backbones}
-    photos = np.stack([images.to_array(images.read_image(Path(data_dir) / f), extractor.image_size) for f in files])
-    feats = extractor(photos, batch_size)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_npz(cache, **feats)
-    return feats
+    """Features of ``files`` (paths relative to ``data_dir``), each backbone cached as a .npz keyed by the list."""
+    key = hashlib.sha256(("\n".join(files) + f"|{extractor.image_size}").encode()).hexdigest()[:16]
+    caches = {name: Path(cache_dir) / f"{name}-{key}.npz" for name in extractor.backbones} if cache_dir else {}
+    out = {}
+    for name, cache in caches.items():
+        if cache.exists():
+            with np.load(cache) as stored:
+                out[name] = stored["features"]
+    missing = [name for name in extractor.backbones if name not in out]
+    if missing:
+        photos = np.stack([images.to_array(images.read_image(Path(data_dir) / f), extractor.image_size) for f in files])
+        for name in missing:
+            out[name] = extractor(photos, batch_size, backbones=(name,))[name]
+            if name in caches:
+                caches[name].parent.mkdir(parents=True, exist_ok=True)
+                write_npz(caches[name], features=out[name])
+    return out
+
+
+def split_features(result_set, data_dir=None, weights_dir=None, cache_dir=None, backbones=FEATURE_BACKBONES):
+    """Features and class indices of the result set's recorded train/validation/test photos."""
+    data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
+    plan = result_set.dataset()
+    index = {c: i for i, c in enumerate(plan["class_names"])}
+    splits = ("train", "validation", "test")
+    files = [f for s in splits for f, _ in plan["files"][s]]
+    extractor = FeatureExtractor(result_set.config["image_size"], weights_dir, backbones)
+    everything = dataset_features(extractor, data_dir, files, cache_dir)
+    features, labels, start = {}, {}, 0
+    for s in splits:
+        n = len(plan["files"][s])
+        features[s] = {b: f[start : start + n] for b, f in everything.items()}
+        labels[s] = np.array([index[c] for _, c in plan["files"][s]])
+        start += n
+    return features, labels

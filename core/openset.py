@@ -22,18 +22,20 @@ import numpy as np
 
 K = 10
 KEEP = 0.95
-PCA_DIMS = 256
+PCA_DIMS = 128
 ENSEMBLE = "ensemble"
-# Which backbones' features each detector reads.
-DETECTORS = {"vgg16": ("vgg16",), "resnet50": ("resnet50",), ENSEMBLE: ("vgg16", "resnet50")}
-MODEL_DETECTOR = {
-    "cnn": ENSEMBLE,
-    "cnn_attention": ENSEMBLE,
-    "vgg16": "vgg16",
-    "vgg16_attention": "vgg16",
-    "resnet50": "resnet50",
-    "resnet50_attention": "resnet50",
-}
+MODEL_BACKBONE = {"vgg16": "vgg16", "vgg16_attention": "vgg16", "resnet50": "resnet50", "resnet50_attention": "resnet50"}
+
+
+def detector_backbones(backbones) -> dict[str, tuple[str, ...]]:
+    """Which features each detector reads: each backbone alone, and the ensemble all of them side by side."""
+    return {**{b: (b,) for b in backbones}, ENSEMBLE: tuple(backbones)}
+
+
+def model_detector(model_id: str, detectors) -> str:
+    """A model's own backbone's detector; the CNN models (no ImageNet trunk) use the ensemble's."""
+    backbone = MODEL_BACKBONE.get(model_id)
+    return backbone if backbone in detectors else ENSEMBLE
 
 
 def normalise(features: np.ndarray) -> np.ndarray:
@@ -94,9 +96,9 @@ def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
 
 
 def fit_detectors(features: dict[str, dict[str, np.ndarray]], k: int = K, keep: float = KEEP) -> dict[str, KnnDetector]:
-    """``features[split][backbone]``: fit on train, threshold on validation, one detector per DETECTORS."""
+    """``features[split][backbone]``: fit on train, threshold on validation, one per ``detector_backbones``."""
     detectors = {}
-    for name, backbones in DETECTORS.items():
+    for name, backbones in detector_backbones(list(features["train"])).items():
         detector = KnnDetector.fit(joined(features["train"], backbones), k)
         detector.set_threshold(joined(features["validation"], backbones), keep)
         detectors[name] = detector
@@ -123,13 +125,14 @@ def held_out_protocol(
     In each fold the held-out classes' photos of every split are unknown; the detector sees only the other
     classes' training photos and sets its threshold on their validation photos.
     """
-    pooled = {name: {"known": [], "unknown": [], "known_kept": [], "unknown_accepted": []} for name in DETECTORS}
+    chosen = detector_backbones(list(features["train"]))
+    pooled = {name: {"known": [], "unknown": [], "known_kept": [], "unknown_accepted": []} for name in chosen}
     for held in held_out_folds(num_classes, folds, seed):
         is_known = {s: ~np.isin(labels[s], held) for s in labels}
         part = {s: {b: f[is_known[s]] for b, f in features[s].items()} for s in ("train", "validation", "test")}
         unknown = {b: np.concatenate([features[s][b][~is_known[s]] for s in labels]) for b in features["test"]}
         for name, detector in fit_detectors(part, k, keep).items():
-            backbones = DETECTORS[name]
+            backbones = chosen[name]
             known_scores = detector.scores(joined(part["test"], backbones))
             unknown_scores = detector.scores(joined(unknown, backbones))
             pooled[name]["known"].append(known_scores)
@@ -147,3 +150,43 @@ def held_out_protocol(
             "unknown_photos": int(sum(len(x) for x in p["unknown"])),
         }
     return report
+
+
+def to_stored(detectors: dict[str, KnnDetector], protocol: dict, image_size: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """The verdict as the result set stores it (``artifacts.write_openset``): settings JSON and float16 arrays."""
+    backbones = detector_backbones([n for n in detectors if n != ENSEMBLE])
+    info = {
+        "method": f"kNN cosine distance (k={K}) on PCA-{PCA_DIMS} frozen ImageNet pooled features",
+        "keep": KEEP,
+        "image_size": int(image_size),
+        "detectors": {
+            name: {"backbones": list(backbones[name]), "k": d.k, "threshold": d.threshold} for name, d in detectors.items()
+        },
+        "held_out_protocol": protocol,
+    }
+    arrays = {}
+    for name, d in detectors.items():
+        arrays |= {f"{name}.mean": d.mean, f"{name}.components": d.components.astype(np.float16)}
+        arrays[f"{name}.reference"] = d.reference.astype(np.float16)
+    return info, arrays
+
+
+def from_stored(info: dict, arrays: dict[str, np.ndarray]) -> dict[str, KnnDetector]:
+    return {
+        name: KnnDetector(
+            arrays[f"{name}.mean"].astype(np.float32),
+            arrays[f"{name}.components"].astype(np.float32),
+            arrays[f"{name}.reference"].astype(np.float32),
+            int(d["k"]),
+            float(d["threshold"]),
+        )
+        for name, d in info["detectors"].items()
+    }
+
+
+def verdicts(info: dict, detectors: dict[str, KnnDetector], features: dict[str, np.ndarray], model_ids) -> dict[str, np.ndarray]:
+    """``{model id or ENSEMBLE: (B,) bool}``, True where the photo is unlike every class the set knows."""
+    flags = {
+        name: d.unknown(joined(features, info["detectors"][name]["backbones"])) for name, d in detectors.items()
+    }
+    return {**{m: flags[model_detector(m, detectors)] for m in model_ids}, ENSEMBLE: flags[ENSEMBLE]}
