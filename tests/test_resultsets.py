@@ -1,0 +1,129 @@
+"""Comparing result sets, on the tiny trained set and copies of it relabelled as another split."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from core import artifacts, resultsets
+
+
+def relabelled_copy(src, dest, split, rename_tests=False, image_size=None):
+    """A copy of a result set as if trained on another split; with rename_tests its test photos differ."""
+    shutil.copytree(src, dest)
+    manifest = artifacts.read_json(dest / artifacts.MANIFEST)
+    manifest["config"]["split"] = split
+    if image_size:
+        manifest["config"]["image_size"] = image_size
+    if rename_tests:
+        for model_id, entry in manifest["models"].items():
+            path = dest / model_id / artifacts.PREDICTIONS
+            with np.load(path) as data:
+                arrays = dict(data)
+            arrays["files"] = np.array([f"other/{f}" for f in arrays["files"]])
+            arrays["y_true"] = arrays["y_true"][::-1].copy()  # another accuracy, on other photos
+            artifacts.write_npz(path, **arrays)
+            entry["files"][artifacts.PREDICTIONS] = artifacts.sha256_file(path)
+    artifacts.write_json(dest / artifacts.MANIFEST, manifest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def study_split(tiny_results, tmp_path_factory):
+    return relabelled_copy(tiny_results, tmp_path_factory.mktemp("rs") / "kaggle", "kaggle", rename_tests=True)
+
+
+@pytest.fixture(scope="module")
+def same_photos(tiny_results, tmp_path_factory):
+    return relabelled_copy(tiny_results, tmp_path_factory.mktemp("rs") / "again", "clean", image_size=64)
+
+
+def test_discover_finds_artifacts_and_every_set_under_results(tiny_results, tmp_path):
+    results = tmp_path / "results"
+    relabelled_copy(tiny_results, results / "b", "kaggle")
+    (results / "notes").mkdir()
+    found = resultsets.discover([tiny_results, results])
+    assert found == [tiny_results, results / "b"]
+
+
+def test_names_say_what_differs_never_the_folder_alone(tiny_results, study_split, same_photos):
+    cat = resultsets.open_sets([tiny_results, study_split, same_photos])
+    assert list(cat.sets) == [
+        "clean split · study recipe · 48 px",
+        "kaggle split · study recipe · 48 px",
+        "clean split · study recipe · 64 px",
+    ]
+    twice = resultsets.open_sets([tiny_results, relabelled_copy(tiny_results, study_split.parent / "x", "clean")])
+    assert list(twice.sets) == ["clean split · study recipe (out)", "clean split · study recipe (x)"]
+
+
+def test_a_folder_that_is_not_a_result_set_is_rejected_with_the_reason(tiny_results, tmp_path):
+    cat = resultsets.open_sets([tiny_results, tmp_path, tiny_results])
+    assert len(cat.sets) == 1
+    assert "has no manifest.json" in cat.rejected[str(tmp_path)]
+
+
+def test_accuracy_table_and_pivot_carry_wilson_intervals_and_the_study(tiny_results, study_split):
+    sets = resultsets.open_sets([tiny_results, study_split]).sets
+    table = resultsets.accuracy_table(sets)
+    assert len(table) == 12
+    row = table.iloc[0]
+    rs = next(iter(sets.values()))
+    correct = rs.predictions(row.model).correct
+    assert row.accuracy == pytest.approx(correct.mean()) and row.low <= row.accuracy <= row.high
+    wide = resultsets.pivot(table)
+    assert list(wide.columns) == ["study (published)", *sets]
+    assert wide.loc["resnet50", "study (published)"] == pytest.approx(0.9749)
+
+
+def test_paired_only_where_the_test_photos_match(tiny_results, study_split, same_photos):
+    sets = resultsets.open_sets([tiny_results, study_split, same_photos]).sets
+    diffs = resultsets.differences(sets)
+    assert len(diffs) == 12
+    by_b = dict(zip(diffs.a, diffs.paired))
+    assert by_b == {"kaggle split · study recipe · 48 px": False, "clean split · study recipe · 64 px": True}
+    same = diffs[diffs.paired]
+    assert (same.difference == 0).all() and (same.p_value == 1).all()  # identical predictions: no difference
+    other = diffs[~diffs.paired].iloc[0]
+    acc = {n: rs.predictions(other.model).correct.mean() for n, rs in sets.items()}
+    assert other.difference == pytest.approx(acc[other.a] - acc[other.b])
+    assert other.low < other.difference < other.high and other.p_value is None or np.isnan(other.p_value)
+
+
+def test_newcombe_interval_matches_published_example():
+    # Newcombe (1998), table II example (a): 56/70 vs 48/80 -> 0.0524 to 0.3339
+    low, high = resultsets.newcombe_interval(56, 70, 48, 80)
+    assert low == pytest.approx(0.0524, abs=5e-4) and high == pytest.approx(0.3339, abs=5e-4)
+
+
+def test_paired_bootstrap_is_centred_on_the_difference():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(400) < 0.9, rng.random(400) < 0.7
+    low, high = resultsets.paired_bootstrap_interval(a, b)
+    assert low < a.mean() - b.mean() < high and high - low < 0.15
+
+
+def test_leak_headline_needs_a_study_split_and_a_clean_split(tiny_results, study_split):
+    clean_only = resultsets.open_sets([tiny_results]).sets
+    assert resultsets.leak_headline(clean_only) is None
+    sets = resultsets.open_sets([tiny_results, study_split]).sets
+    leak = resultsets.leak_headline(sets)
+    assert list(leak.a.unique()) == ["kaggle split · study recipe"] and len(leak) == 6
+
+
+def test_confusion_difference_is_over_shared_classes(tiny_results, same_photos):
+    a, b = (artifacts.open_result_set(p) for p in (tiny_results, same_photos))
+    classes, diff = resultsets.confusion_difference(a, b, "cnn")
+    assert classes == a.class_names and np.allclose(np.nan_to_num(diff), 0)
+
+
+def test_stripped_set_still_validates_and_says_which_models_have_weights(tiny_results, tmp_path):
+    dest = shutil.copytree(tiny_results, tmp_path / "stripped")
+    rs = artifacts.open_result_set(dest)
+    assert all(rs.has_weights(m) for m in rs.models)
+    removed = artifacts.strip_weights(dest)
+    assert len(removed) == 6 and not list(dest.glob("*/model.keras")) and not list(dest.glob("*/top.weights.h5"))
+    stripped = artifacts.open_result_set(dest)
+    assert set(stripped.models) == set(rs.models) and not stripped.problems
+    assert not any(stripped.has_weights(m) for m in stripped.models)
+    assert resultsets.accuracy_table({"s": stripped}).shape[0] == 6
