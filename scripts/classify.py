@@ -4,10 +4,18 @@
 
 Prints each model's top-3 classes and its fruit/vegetable verdict per image; with --json, one JSON object
 per image per line: {"file", "models": {id: {"top": [[class, prob], ...], "group"}}, "ensemble"}.
-A file that is not a usable image gets a one-line error on stderr; the others are still classified.
+A file that is not a usable image gets exactly one line on stderr and the exit status is 1; the others are
+still classified. stdout holds the answers and nothing else.
+
+Quiet: TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL and are written straight to file
+descriptor 2, so while TensorFlow loads and first runs, fd 2 points at /dev/null and Python's ``sys.stderr``
+at a copy of the real stderr: Python-level messages and tracebacks still reach the terminal. Keras' download
+messages (print to stdout) go to stderr; TensorFlow's Python warnings (e.g. retracing) are turned off.
+Quick: the images are read and validated first, so bad files alone never pay for loading TensorFlow.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +24,40 @@ import _path  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from core import artifacts, images, inference, reports  # noqa: E402
+from core import images  # noqa: E402  (Pillow only: TensorFlow is imported after the images are read)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """fd 2 -> /dev/null for C/C++ writers; ``sys.stderr`` keeps writing to the real stderr; both restored."""
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+
+
+def error_line(path: str, err: BaseException) -> str:
+    return f"error: {path}: {err}"
+
+
+def answer(path: str, summary: dict, as_json: bool) -> str:
+    """The text printed for one photo: the one place that builds the JSON record or the readable block."""
+    from core import reports
+
+    if as_json:
+        return json.dumps({"file": path, **summary})
+    return reports.format_summary(path, summary)
 
 
 def main(argv=None) -> int:
@@ -27,30 +68,39 @@ def main(argv=None) -> int:
     parser.add_argument("--weights-dir", default=None, help="ImageNet weights folder (default $FRUITVEG_WEIGHTS_DIR)")
     parser.add_argument("--top", type=int, default=3)
     args = parser.parse_args(argv)
-    try:
-        result_set = artifacts.open_result_set(args.artifacts)
-    except artifacts.ResultSetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    classifier, problems = inference.load_classifier(result_set, args.weights_dir)
-    for model_id, reason in problems.items():
-        print(f"warning: {model_id} unavailable: {reason}", file=sys.stderr)
-    if classifier is None:
-        print("error: no model of the result set could be loaded", file=sys.stderr)
-        return 2
-    failures = 0
+
+    photos, failures = [], 0
     for path in args.images:
         try:
-            image = images.read_image(path)
-        except (images.ImageError, OSError) as err:
-            print(f"error: {path}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            photos.append((path, images.read_image(path)))
+        except images.ImageError as err:
+            print(error_line(path, err), file=sys.stderr)
             failures += 1
-            continue
-        summary = reports.summarise(classifier.classify_image(image), result_set, top=args.top)
-        if args.json:
-            print(json.dumps({"file": path, **summary}), flush=True)
-        else:
-            print(reports.format_summary(path, summary), flush=True)
+    if not photos:
+        return 1
+
+    with native_stderr_silenced(), contextlib.redirect_stdout(sys.stderr):
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        from core import artifacts, inference, reports
+
+        try:
+            result_set = artifacts.open_result_set(args.artifacts)
+        except artifacts.ResultSetError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        classifier, problems = inference.load_classifier(result_set, args.weights_dir)
+        for model_id, reason in problems.items():
+            print(f"warning: {model_id} unavailable: {reason}", file=sys.stderr)
+        if classifier is None:
+            print("error: no model of the result set could be loaded", file=sys.stderr)
+            return 2
+        summaries = [reports.summarise(classifier.classify_image(image), result_set, top=args.top) for _, image in photos[:1]]
+    # The first answer is out as soon as it exists; later photos reuse the traced graphs.
+    for index, (path, image) in enumerate(photos):
+        summary = summaries[0] if index == 0 else reports.summarise(classifier.classify_image(image), result_set, top=args.top)
+        print(answer(path, summary, args.json), flush=True)
     return 1 if failures else 0
 
 
