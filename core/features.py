@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core import images, models
+from core import images, models, openset
 from core.artifacts import write_npz
 from core.openset import normalise
 
@@ -87,3 +87,33 @@ def split_features(result_set, data_dir=None, weights_dir=None, cache_dir=None, 
         labels[s] = np.array([index[c] for _, c in plan["files"][s]])
         start += n
     return features, labels
+
+
+class OpenSetVerdict:
+    """The stored open-set verdict of a result set, with the frozen backbones it needs, ready for photos."""
+
+    def __init__(self, result_set, weights_dir=None):
+        stored = result_set.openset()
+        if stored is None:
+            raise FileNotFoundError("this result set has no open-set verdict (scripts/evaluate.py --openset)")
+        self.info, arrays = stored
+        self.detectors = openset.from_stored(self.info, arrays)
+        backbones = self.info["detectors"][openset.ENSEMBLE]["backbones"]
+        self.extractor = FeatureExtractor(self.info["image_size"], weights_dir, backbones)
+
+    def __call__(self, photos: np.ndarray, model_ids) -> dict[str, np.ndarray]:
+        """``photos``: (B, size, size, 3) uint8 -> ``{model id or "ensemble": (B,) bool}``, True = unknown."""
+        return openset.verdicts(self.info, self.detectors, self.extractor(photos), model_ids)
+
+    def for_image(self, image, model_ids) -> dict[str, bool]:
+        """One validated PIL image -> ``{model id or "ensemble": unknown?}``."""
+        photo = images.to_array(image, self.info["image_size"])[None]
+        return {name: bool(flag[0]) for name, flag in self(photo, model_ids).items()}
+
+
+def load_verdict(result_set, weights_dir=None) -> OpenSetVerdict | None:
+    """The result set's open-set verdict, or None where it has none or the backbone weights are missing."""
+    try:
+        return OpenSetVerdict(result_set, weights_dir)
+    except (FileNotFoundError, models.WeightsUnavailable):
+        return None

@@ -190,3 +190,11 @@ def verdicts(info: dict, detectors: dict[str, KnnDetector], features: dict[str, 
         name: d.unknown(joined(features, info["detectors"][name]["backbones"])) for name, d in detectors.items()
     }
     return {**{m: flags[model_detector(m, detectors)] for m in model_ids}, ENSEMBLE: flags[ENSEMBLE]}
+
+
+def mark_unknown(summary: dict, flags: dict[str, bool] | None) -> dict:
+    """Add ``"unknown"`` to each model's and the ensemble's answer (None: the result set has no verdict)."""
+    for model_id, answer in summary["models"].items():
+        answer["unknown"] = None if flags is None else flags[model_id]
+    summary["ensemble"]["unknown"] = None if flags is None else flags[ENSEMBLE]
+    return summary
