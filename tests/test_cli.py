@@ -1,0 +1,63 @@
+"""scripts/classify.py as a user runs it: a subprocess on the shipped result set; stdout and stderr exactly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, SHARED_WEIGHTS, make_photo, needs_shared
+from core import reports
+from core.specs import MODEL_IDS
+
+NOT_AN_IMAGE = "not an image file (could not identify the format)"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FRUITVEG_WEIGHTS_DIR": str(SHARED_WEIGHTS)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI must be quiet without the caller's help
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "classify.py"), "--artifacts", str(ROOT / "artifacts"), *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    photo = make_photo((200, 40, 30), np.random.default_rng(3), size=160)
+    photo.save(folder / "photo.jpg", quality=90)
+    photo.save(folder / "photo.heic", quality=90)
+    (folder / "bad.jpg").write_bytes(b"this is not a photo")
+    return {name: str(folder / name) for name in ("photo.jpg", "photo.heic", "bad.jpg")}
+
+
+def test_bad_file_alone_one_stderr_line(photos):
+    done = run_cli(photos["bad.jpg"])
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"error: {photos['bad.jpg']}: {NOT_AN_IMAGE}\n"
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_good_photos_answer_only_and_bad_file_one_line(photos):
+    mixed = run_cli("--json", photos["photo.jpg"], photos["bad.jpg"], photos["photo.heic"])
+    assert mixed.returncode == 1
+    assert mixed.stderr == f"error: {photos['bad.jpg']}: {NOT_AN_IMAGE}\n"
+    records = [json.loads(line) for line in mixed.stdout.splitlines()]
+    assert [r["file"] for r in records] == [photos["photo.jpg"], photos["photo.heic"]]
+    for record in records:
+        assert set(record["models"]) == set(MODEL_IDS)
+        probs = [p for _, p in record["ensemble"]["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < probs[-1] and sum(probs) <= 1 + 1e-6
+    # HEIC and JPEG of one photo agree on the ensemble's answer.
+    assert records[0]["ensemble"]["top"][0][0] == records[1]["ensemble"]["top"][0][0]
+
+    one = run_cli(photos["photo.jpg"])
+    assert one.returncode == 0
+    assert one.stderr == ""
+    summary = {k: v for k, v in records[0].items() if k != "file"}
+    assert one.stdout == reports.format_summary(photos["photo.jpg"], summary) + "\n"
