@@ -48,3 +48,28 @@ def test_auroc_counts_ties_half():
     assert openset.auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
     assert openset.auroc(np.array([1.0]), np.array([1.0])) == 0.5
     assert openset.auroc(np.array([2.0]), np.array([1.0])) == 0.0
+
+
+def test_stored_verdict_flags_the_same_photos_and_marks_each_answer():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(5, 40))
+    features = {}
+    for split, n in (("train", 30), ("validation", 10)):
+        x, _ = clustered(rng, centres[:4], n)
+        features[split] = {"resnet50": x}
+    queries = np.concatenate([clustered(rng, centres[:4], 5)[0], clustered(rng, centres[4:], 20)[0]])
+    detectors = openset.fit_detectors(features, k=5)
+    info, arrays = openset.to_stored(detectors, {}, 224)
+    assert set(info["detectors"]) == {"resnet50", openset.ENSEMBLE}
+    restored = openset.from_stored(info, arrays)
+    flags = openset.verdicts(info, restored, {"resnet50": queries}, ["vgg16", "resnet50", "cnn"])
+    expected = detectors["resnet50"].unknown(openset.joined({"resnet50": queries}, ["resnet50"]))
+    np.testing.assert_array_equal(flags["resnet50"], expected)
+    # No VGG16 features stored: the VGG16 and CNN models fall back on the ensemble's detector.
+    np.testing.assert_array_equal(flags["vgg16"], flags[openset.ENSEMBLE])
+    assert flags[openset.ENSEMBLE][20:].all()
+
+    summary = {"models": {"vgg16": {}, "cnn": {}}, "ensemble": {}}
+    marked = openset.mark_unknown(summary, {"vgg16": True, "cnn": False, openset.ENSEMBLE: True})
+    assert marked["models"]["vgg16"]["unknown"] is True and marked["ensemble"]["unknown"] is True
+    assert openset.mark_unknown(summary, None)["models"]["cnn"]["unknown"] is None
