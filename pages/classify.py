@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import explain, images, inference, reports
+from core import explain, headline, images, inference, reports
 from pages import common
 
 st.title("Classify a photo")
@@ -25,12 +25,18 @@ def classifier_for(path: str, stamp: str, weights_dir: str | None):
     return inference.load_classifier(common.cached_result_set(path, stamp), weights_dir)
 
 
-@st.cache_data(show_spinner="Running the models…", max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64)
 def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image):
     """All models on one photo; cached by the photo's hash, so moving a slider never reruns a model."""
     classifier, _ = classifier_for(path, stamp, weights_dir)
     result = classifier.classify_image(_image)
     return result, reports.summarise(result, common.cached_result_set(path, stamp), top=5)
+
+
+def sample_label(file, class_name: str) -> str:
+    """Unique (Streamlit keeps a selectbox's choice by its label) and clear about where the photo came from."""
+    folder, _, name = file.stem.replace("__", "/").rpartition("/")
+    return f"{class_name} · {name} (dataset folder {folder}/)"
 
 
 classifier, unavailable = classifier_for(path, stamp, weights_dir)
@@ -54,13 +60,19 @@ with sample_tab:
     choice = st.selectbox(
         "Sample from the test split", [None, *range(len(samples))],
         # The whole path: Streamlit keeps a selectbox's choice by its label, so labels must be unique.
-        format_func=lambda i: "(none)" if i is None else f"{samples[i][1]} · {samples[i][0].stem.replace('__', '/')}",
-        help="The test photos of the result set; the models never saw them in training.",
+        format_func=lambda i: "(none)" if i is None else sample_label(samples[i][0], samples[i][1]),
+        help="The test photos of the result set; the models never saw them in training. The folder in brackets "
+        "is where the photo lies in the downloaded dataset; the result set's own split put it in the test split.",
     )
 source = uploaded or photo or (samples[choice][0] if choice is not None else None)
+# One slot for the hint and the progress note, so the note replaces the hint instead of drawing over it.
+status = st.empty()
 if source is None:
-    st.info("Upload a photo, take one, or pick a sample to see what each model says.")
+    status.info("Upload a photo, take one, or pick a sample to see what each model says.")
     st.stop()
+# The result shows below the tabs whichever tab is open: name the photo it is about.
+described = ("the uploaded file " + uploaded.name if uploaded else "the camera photo" if photo
+             else "the sample " + sample_label(samples[choice][0], samples[choice][1]))
 
 data = source.getvalue() if hasattr(source, "getvalue") else source.read_bytes()
 try:
@@ -68,19 +80,24 @@ try:
 except images.ImageError as err:
     st.error(f"This file cannot be classified: {err}")
     st.stop()
+status.info(f"Running the models on {described}…")
 result, summary = classify(path, stamp, weights_dir, images.image_digest(data), image)
+status.empty()
 class_names = rs.class_names
 
-agree = summary["agreement"]
 ensemble = summary["ensemble"]
+agree, of = headline.agreeing(summary)
+st.subheader(f"Result for {described}")
 head = st.columns([1, 2])
 head[0].image(image, caption=f"{image.width}×{image.height} px", width="stretch")
 with head[1]:
-    st.metric("Models agreeing", f"{agree['models']} of {agree['of']}", help="How many say the most common top class")
+    st.metric("Models agreeing with the average", f"{agree} of {of}",
+              help="How many models name the average's top class as their own top class")
+    st.markdown(headline.headline(summary))
     st.markdown(
-        f"**{agree['models']} of {agree['of']} models say _{agree['class']}_.** "
-        f"Average of the models (soft voting): **{ensemble['top'][0][0]}** {ensemble['top'][0][1]:.0%}, "
-        f"a **{ensemble['group']}** ({ensemble['group_probability']:.0%})."
+        f"Fruit or vegetable: {headline.group_phrase(ensemble['group'], ensemble['group_probability'])} in the "
+        "average. This sums the probabilities of every class of a group, so it can name the other group than "
+        "the single likeliest class when many classes of that group each get a little."
     )
     st.caption("Ensemble top 5: " + ", ".join(f"{c} {p:.0%}" for c, p in ensemble["top"]))
 
@@ -102,7 +119,8 @@ def model_cards():
                              "Grad-CAM: which regions raise the target class's score, for all six.")
     opacity = controls[1].slider("Opacity", 0.0, 1.0, 0.45, 0.05)
     ranked = [class_names[i] for i in np.argsort(-result.ensemble()[0])]
-    target = controls[2].selectbox("Grad-CAM target class", ["each model's top class", *ranked])
+    target = controls[2].selectbox("Grad-CAM target class", ["each model's top class", *ranked],
+                                   disabled=kind == "Attention", help="Only Grad-CAM has a target class.")
     ids = list(result.results)
     for row in range(0, len(ids), 3):
         for column, model_id in zip(st.columns(3), ids[row : row + 3]):
@@ -111,7 +129,7 @@ def model_cards():
             with column.container(border=True):
                 top_class, top_prob = answer["top"][0]
                 st.markdown(f"**{common.title(model_id)}**  \n{top_class} {top_prob:.0%} · "
-                            f"{answer['group']} {answer['group_probability']:.0%}")
+                            f"{headline.group_phrase(answer['group'], answer['group_probability'])}")
                 if kind == "Attention" and explanation.attention is None:
                     st.image(image, caption="no attention map: this model has no attention layer", width="stretch")
                 else:
