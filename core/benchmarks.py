@@ -4,13 +4,19 @@ six-model classification against a naive loop. Timings are wall-clock medians on
 from __future__ import annotations
 
 import io
+import json
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from core import dataset, evaluation, images, models, training
 from core.inference import Classifier
@@ -241,3 +247,62 @@ def classify_benchmark(loaded: dict[str, keras.Model], image, runs: int = 10) ->
     six, slow = statistics.median(fast_ms), statistics.median(naive_ms)
     return {"image_size": classifier.image_size, "models": len(loaded), "runs": runs,
             "six_model_ms": six, "naive_ms": slow, "ratio": slow / six}
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_first_answer(photo: str, artifacts_dir: str, runs: int = 3) -> dict:
+    """Wall seconds from starting ``scripts/classify.py PHOTO`` to its exit: the time to the first answer.
+
+    Also the bare ``import tensorflow`` in a fresh interpreter, the floor the libraries set.
+    """
+    def timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        return time.perf_counter() - start, done
+
+    cli = [sys.executable, str(_ROOT / "scripts" / "classify.py"), "--artifacts", str(artifacts_dir), photo]
+    seconds, outputs = [], None
+    for _ in range(runs):
+        elapsed, done = timed(cli)
+        if done.returncode != 0:
+            raise RuntimeError(f"classify.py failed: {done.stderr.strip()}")
+        seconds.append(elapsed)
+        outputs = done
+    import_s = [timed([sys.executable, "-c", "import tensorflow"])[0] for _ in range(runs)]
+    return {
+        "first_answer_s": statistics.median(seconds), "runs_s": seconds,
+        "tensorflow_import_s": statistics.median(import_s),
+        "stdout_lines": len(outputs.stdout.splitlines()), "stderr": outputs.stderr,
+    }
+
+
+# VmHWM (peak resident memory of this process image) rather than ru_maxrss, which Linux carries over exec
+# from the forking parent.
+_DECODE_PEAK = """
+import json, re, sys
+from core import images
+def peak_kb():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+before = peak_kb()
+image = images.read_image(sys.argv[1])
+print(json.dumps({"decoded": list(image.size), "peak_rise_mb": (peak_kb() - before) / 1024}))
+"""
+
+
+def jpeg_decode_peak(megapixels: float = 200, quality: int = 30) -> dict:
+    """Peak memory rise of ``images.read_image`` on a generated ``megapixels`` 4:3 JPEG, in a fresh process."""
+    width = int(round((megapixels * 1e6 * 4 / 3) ** 0.5 / 16)) * 16
+    height = width * 3 // 4
+    photo = Image.radial_gradient("L").resize((width, height)).convert("RGB")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "phone.jpg"
+        photo.save(path, "JPEG", quality=quality)
+        del photo
+        done = subprocess.run([sys.executable, "-c", _DECODE_PEAK, str(path)], capture_output=True, text=True,
+                              cwd=_ROOT, check=True)
+        file_mb = path.stat().st_size / 2**20
+    measured = json.loads(done.stdout)
+    return {"size": [width, height], "megapixels": width * height / 1e6, "file_mb": file_mb,
+            "full_decode_mb": width * height * 3 / 2**20, **measured}

@@ -7,6 +7,8 @@ train: seconds per epoch of a fine-tuned model (ResNet50; --model vgg16) with th
 end-to-end fit, timed alternately; the per-image cost of every step of a training run; and from those the projected
 time to train all six on the full 3,115-image training set.
 classify: median time of the app's six-model classification with every heatmap against a naive loop.
+cli: seconds from starting scripts/classify.py on one photo to its answer (and the bare TensorFlow import).
+decode: peak memory rise of reading a generated 200 MP phone JPEG (decoded at reduced size).
 With --image-size, classify builds untrained models of that size (speed does not depend on training).
 """
 
@@ -102,6 +104,27 @@ def classify_command(args) -> dict:
     return result
 
 
+def cli_command(args) -> dict:
+    photo = args.image
+    if photo is None:
+        photo = str(artifacts.open_result_set(args.artifacts).samples()[0][0])
+    result = benchmarks.cli_first_answer(photo, args.artifacts, args.runs)
+    result.update(machine=benchmarks.machine(), photo=photo)
+    print(f"scripts/classify.py, one photo: first answer in {result['first_answer_s']:.1f} s (median of {args.runs}; "
+          f"import tensorflow alone {result['tensorflow_import_s']:.1f} s)")
+    return result
+
+
+def decode_command(args) -> dict:
+    result = benchmarks.jpeg_decode_peak(args.megapixels)
+    print(f"{result['megapixels']:.0f} MP JPEG ({result['file_mb']:.1f} MB) decoded at {result['decoded'][0]}x"
+          f"{result['decoded'][1]}: peak memory +{result['peak_rise_mb']:.0f} MB (full decode {result['full_decode_mb']:.0f} MB)")
+    return result
+
+
+COMMANDS = {"train": train_command, "classify": classify_command, "cli": cli_command, "decode": decode_command}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,10 +144,16 @@ def main(argv=None) -> int:
     classify.add_argument("--image", default=None, help="photo to classify (default: a sample of the result set)")
     classify.add_argument("--image-size", type=int, default=None, help="time untrained models of this size instead")
     classify.add_argument("--runs", type=int, default=10)
-    for p in (train, classify):
+    cli = sub.add_parser("cli", help="time to the first answer of scripts/classify.py")
+    cli.add_argument("--artifacts", default="artifacts")
+    cli.add_argument("--image", default=None, help="photo to classify (default: a sample of the result set)")
+    cli.add_argument("--runs", type=int, default=3)
+    decode = sub.add_parser("decode", help="peak memory of reading a large phone JPEG")
+    decode.add_argument("--megapixels", type=float, default=200)
+    for p in (train, classify, cli, decode):
         p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     args = parser.parse_args(argv)
-    result = train_command(args) if args.command == "train" else classify_command(args)
+    result = COMMANDS[args.command](args)
     if args.json:
         print(json.dumps(result))
     return 0
