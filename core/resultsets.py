@@ -80,7 +80,8 @@ class Catalogue:
     rejected: dict[str, str]  # folder -> why it is not a result set
 
 
-def open_sets(folders) -> Catalogue:
+def open_sets(folders, opener=artifacts.open_result_set) -> Catalogue:
+    """Open the folders (``opener`` may be a cached one) and name them; duplicates count once."""
     opened, rejected = [], {}
     seen = set()
     for folder in folders:
@@ -90,7 +91,7 @@ def open_sets(folders) -> Catalogue:
             continue
         seen.add(key)
         try:
-            opened.append(artifacts.open_result_set(path))
+            opened.append(opener(path))
         except artifacts.ResultSetError as err:
             rejected[str(folder)] = str(err)
     return Catalogue(dict(zip(names(opened), opened)), rejected)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import artifacts, comparison
+from core import artifacts, comparison, resultsets
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -21,16 +21,65 @@ def title(model_id: str) -> str:
     return MODEL_SPECS[model_id].title
 
 
+CHOSEN = "result_sets"  # the one source of truth: chosen folders, in order; survives page changes
+PICKED, TYPED = "picked_result_sets", "typed_result_set"  # widget keys, refilled from CHOSEN every run
+
+
+def open_cached(folder) -> artifacts.ResultSet:
+    return cached_result_set(str(folder), _stamp(Path(folder)))
+
+
+def shipped_sets() -> dict[str, str]:
+    """Name -> folder of every result set shipped with the project (artifacts/ and results/*)."""
+    catalogue = resultsets.open_sets(resultsets.discover(), opener=open_cached)
+    return {name: str(rs.root) for name, rs in catalogue.sets.items()}
+
+
+def _initial_choice() -> list[str]:
+    return [st.session_state.get("artifacts") or os.environ.get("FRUITVEG_ARTIFACTS") or str(DEFAULT_ARTIFACTS)]
+
+
+def _choose() -> None:
+    """Widget change -> CHOSEN: a typed folder first (the one single-set pages show), then the picked ones."""
+    shipped = shipped_sets()
+    typed = (st.session_state.get(TYPED) or "").strip()
+    picked = [shipped[name] for name in st.session_state.get(PICKED, []) if name in shipped]
+    st.session_state[CHOSEN] = ([typed] if typed else []) + [p for p in picked if p != typed]
+
+
 def sidebar() -> None:
-    """The result-set chooser; the choice lives in the session, so every page reads the same set."""
-    if "artifacts" not in st.session_state:
-        st.session_state["artifacts"] = os.environ.get("FRUITVEG_ARTIFACTS") or str(DEFAULT_ARTIFACTS)
+    """The result-set chooser. Widgets forget their state when the page changes, so the choice is kept
+    under CHOSEN and the widgets are refilled from it on every run of every page."""
+    if CHOSEN not in st.session_state:
+        st.session_state[CHOSEN] = _initial_choice()
+    shipped = shipped_sets()
+    by_folder = {os.path.realpath(folder): name for name, folder in shipped.items()}
+    chosen = st.session_state[CHOSEN]
+    st.session_state[PICKED] = [by_folder[os.path.realpath(f)] for f in chosen if os.path.realpath(f) in by_folder]
+    st.session_state[TYPED] = next((f for f in chosen if os.path.realpath(f) not in by_folder), "")
     with st.sidebar:
-        st.text_input(
-            "Result set folder",
-            key="artifacts",
-            help="A folder written by scripts/train.py. The shipped one is artifacts/.",
+        st.multiselect(
+            "Result sets",
+            list(shipped),
+            key=PICKED,
+            on_change=_choose,
+            help="Shipped result sets, named by split, recipe, image size and seeds. Pages that show one "
+            "set show the first chosen; Overview, Training curves, Confusion and Statistics compare several.",
         )
+        st.text_input(
+            "Add a result-set folder",
+            key=TYPED,
+            on_change=_choose,
+            help="A folder written by scripts/train.py; it comes first and is the one single-set pages show.",
+        )
+
+
+def chosen_sets() -> resultsets.Catalogue:
+    """The chosen folders opened and named; folders that are not result sets are reported and left out."""
+    catalogue = resultsets.open_sets(st.session_state.get(CHOSEN) or _initial_choice(), opener=open_cached)
+    for folder, why in catalogue.rejected.items():
+        st.sidebar.warning(f"Not added: {folder or '(blank)'}: {why}")
+    return catalogue
 
 
 def _stamp(path: Path) -> str:
@@ -42,7 +91,7 @@ def _stamp(path: Path) -> str:
         return "absent"
 
 
-@st.cache_resource(show_spinner="Checking the result set…", max_entries=4)
+@st.cache_resource(show_spinner="Checking the result set…", max_entries=12)
 def cached_result_set(path: str, stamp: str) -> artifacts.ResultSet:
     """Opened and verified once per process and version of the result set."""
     return artifacts.open_result_set(path)
@@ -56,7 +105,11 @@ def result_set() -> artifacts.ResultSet:
     """
     st.set_page_config(page_title="Fruit & Vegetable Model Lab", page_icon="🥕", layout="wide")
     sidebar()
-    path = Path(st.session_state.get("artifacts") or DEFAULT_ARTIFACTS).expanduser()
+    catalogue = chosen_sets()
+    first = next(iter(catalogue.sets.values()), None)
+    path = first.root if first else Path(next(iter(catalogue.rejected), "") or DEFAULT_ARTIFACTS).expanduser()
+    if len(catalogue.sets) > 1:
+        st.sidebar.caption(f"Pages that show one set show: {next(iter(catalogue.sets))}")
     try:
         rs = cached_result_set(str(path), _stamp(path))
     except artifacts.ResultSetError as err:

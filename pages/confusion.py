@@ -6,7 +6,7 @@ import streamlit as st
 from PIL import Image
 
 from core import comparison
-from pages import common
+from pages import common, multiset
 
 PAIR = "confusion_pair"  # (true, predicted) whose test images are shown; set by the list or a chart click
 CHART = "confusion_chart"
@@ -160,6 +160,8 @@ st.dataframe(per_class, hide_index=True, width="stretch", height=TABLE_ROW_PX * 
                                           help="Harmonic mean of precision and recall"),
     "support": st.column_config.NumberColumn("Test images"),
 })
+
+multiset.confusion()
 
 st.subheader("Two models compared")
 others = [m for m in rs.models if m != model_id]

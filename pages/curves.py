@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison
-from pages import common
+from pages import common, multiset
 
 st.title("Training curves")
 rs = common.result_set()
@@ -64,3 +64,5 @@ st.caption(
     "Shaded: the range of the validation curve over runs with other seeds, where the result set has them "
     "(by epoch only)."
 )
+
+multiset.curves(metric)

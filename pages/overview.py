@@ -4,10 +4,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison, formatting
-from pages import common
+from pages import common, multiset
 
 st.title("Overview")
 rs = common.result_set()
+multiset.overview()
 table = common.overview_table(*common.key(rs))
 config = rs.config
 summary = rs.manifest.get("dataset_summary", {})

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison
-from pages import common
+from pages import common, multiset
 
 st.title("Statistics")
 rs = common.result_set()
@@ -67,3 +67,5 @@ st.dataframe(
         "loss_high": st.column_config.NumberColumn("NLL 95% high", format="%.3f"),
     },
 )
+
+multiset.statistics()

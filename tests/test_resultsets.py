@@ -127,3 +127,37 @@ def test_stripped_set_still_validates_and_says_which_models_have_weights(tiny_re
     assert set(stripped.models) == set(rs.models) and not stripped.problems
     assert not any(stripped.has_weights(m) for m in stripped.models)
     assert resultsets.accuracy_table({"s": stripped}).shape[0] == 6
+
+
+def _app(results):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state["artifacts"] = str(results)
+    return at.run()
+
+
+def test_sidebar_choice_survives_page_changes_and_rejects_a_plain_folder(tiny_results, study_split, tmp_path):
+    from pages import common
+
+    at = _app(tiny_results)
+    assert not at.exception
+    at.text_input(key=common.TYPED).set_value(str(study_split)).run()
+    for page in ("pages/confusion.py", "pages/curves.py", "pages/overview.py"):  # issue 15, finding 1
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert at.session_state[common.CHOSEN] == [str(study_split)]
+        assert at.text_input(key=common.TYPED).value == str(study_split)
+    assert "split **kaggle**" in " ".join(c.value for c in at.caption)
+
+    shipped = at.multiselect(key=common.PICKED)
+    if shipped.options:  # the project's own artifacts/: compare it with the typed set
+        at = shipped.select(shipped.options[0]).run()
+        assert not at.exception and len(at.session_state[common.CHOSEN]) == 2
+        assert any("result sets side by side" in h.value for h in at.header)
+
+    at.text_input(key=common.TYPED).set_value(str(tmp_path)).run()
+    warnings = " ".join(w.value for w in at.sidebar.warning)
+    assert f"Not added: {tmp_path}:" in warnings and "no manifest.json" in warnings
