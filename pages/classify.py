@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import explain, headline, images, inference, reports
+from core import explain, features, groups, headline, images, inference, reports
 from pages import common
 
 st.title("Classify a photo")
@@ -33,12 +33,28 @@ def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image
     return result, reports.summarise(result, common.cached_result_set(path, stamp), top=5)
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def openset_for(path: str, stamp: str, weights_dir: str | None):
+    """The result set's open-set verdict with its frozen backbones; None where the set has none."""
+    return features.load_verdict(common.cached_result_set(path, stamp), weights_dir)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def unknown_flags(path: str, stamp: str, weights_dir: str | None, digest: str, _image, model_ids: tuple):
+    verdict = openset_for(path, stamp, weights_dir)
+    return None if verdict is None else verdict.for_image(_image, model_ids)
+
+
 def sample_label(file, class_name: str) -> str:
     """Unique (Streamlit keeps a selectbox's choice by its label) and clear about where the photo came from."""
     folder, _, name = file.stem.replace("__", "/").rpartition("/")
     return f"{class_name} · {name} (dataset folder {folder}/)"
 
 
+with_weights = [common.title(m) for m in rs.models if rs.has_weights(m)]
+if len(with_weights) < len(rs.models):
+    st.info(f"Models with weights in this result set: {', '.join(with_weights) or 'none'}. Only these classify; "
+            "the others are kept for comparison (every other page shows them).")
 classifier, unavailable = classifier_for(path, stamp, weights_dir)
 for model_id, reason in unavailable.items():
     if model_id in rs.models:
@@ -82,8 +98,11 @@ except images.ImageError as err:
     st.stop()
 status.info(f"Running the models on {described}…")
 result, summary = classify(path, stamp, weights_dir, images.image_digest(data), image)
+unknown = unknown_flags(path, stamp, weights_dir, images.image_digest(data), image, tuple(result.results))
 status.empty()
 class_names = rs.class_names
+# The dataset card's classes this result set has no photo of: the models cannot name them.
+missing = sorted((groups.FRUITS | groups.VEGETABLES) - set(class_names))
 
 ensemble = summary["ensemble"]
 agree, of = headline.agreeing(summary)
@@ -100,6 +119,19 @@ with head[1]:
         "the single likeliest class when many classes of that group each get a little."
     )
     st.caption("Ensemble top 5: " + ", ".join(f"{c} {p:.0%}" for c, p in ensemble["top"]))
+    if unknown is None:
+        st.caption("This result set has no open-set verdict (scripts/evaluate.py --openset adds one).")
+    elif unknown["ensemble"]:
+        st.warning(f"**None of the {len(class_names)} classes this result set knows**, most likely: this photo "
+                   "is unlike every training photo (nearest-neighbour distance in the ImageNet backbones' "
+                   "features), so the class names above are guesses among classes it does not belong to.")
+    else:
+        st.caption(f"Open-set verdict: like the training photos of the {len(class_names)} known classes.")
+with st.expander(f"Classes this result set knows ({len(class_names)})"):
+    st.markdown(", ".join(class_names))
+    if missing:
+        st.markdown(f"Classes of the dataset's card with no photo in this result set, which no model can name: "
+                    f"**{', '.join(missing)}**.")
 
 
 def top5_chart(top, colour):
@@ -130,6 +162,8 @@ def model_cards():
                 top_class, top_prob = answer["top"][0]
                 st.markdown(f"**{common.title(model_id)}**  \n{top_class} {top_prob:.0%} · "
                             f"{headline.group_phrase(answer['group'], answer['group_probability'])}")
+                if unknown is not None and unknown.get(model_id):
+                    st.markdown(f":orange[none of the {len(class_names)} known classes (open-set verdict)]")
                 if kind == "Attention" and explanation.attention is None:
                     st.image(image, caption="no attention map: this model has no attention layer", width="stretch")
                 else:

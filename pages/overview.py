@@ -58,6 +58,22 @@ st.plotly_chart(figure, width="stretch")
 # The key below the chart rather than in the axis title, which a narrow screen would cut.
 st.caption("Dot: test accuracy with its 95 % Wilson interval · grey tick: the study's figure.")
 
+stored_openset = rs.openset()
+with st.expander("Open-set verdict: photos of none of the known classes"):
+    if stored_openset is None:
+        st.markdown("This result set has no open-set verdict; `scripts/evaluate.py --openset` adds one.")
+    else:
+        info = stored_openset[0]
+        st.markdown(
+            f"Method: {info['method']}; each threshold keeps {info['keep']:.0%} of the validation photos. "
+            "Measured with some classes held out (5 folds of about 6 classes): the held-out classes' photos "
+            "should be flagged, the other classes' test photos kept. VGG16 models use the VGG16 detector, ResNet50 "
+            "models the ResNet50 one, the two CNN models and the average the ensemble's (both backbones)."
+        )
+        for name, f in info["held_out_protocol"].items():
+            st.markdown(f"- **{name}**: AUROC {f['auroc']:.3f} · known test photos kept {f['known_test_kept']:.1%} "
+                        f"· unknown photos accepted {f['unknown_accepted']:.1%}")
+
 with st.expander("What was trained, and on what"):
     counts = summary.get("counts", {})
     st.markdown(

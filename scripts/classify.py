@@ -3,7 +3,8 @@
     python scripts/classify.py IMAGE [IMAGE ...] [--json] [--artifacts DIR] [--weights-dir DIR]
 
 Prints each model's top-3 classes and its fruit/vegetable verdict per image; with --json, one JSON object
-per image per line: {"file", "models": {id: {"top": [[class, prob], ...], "group"}}, "ensemble"}.
+per image per line: {"file", "models": {id: {"top": [[class, prob], ...], "group", "unknown"}}, "ensemble"};
+"unknown" is the open-set verdict (true: none of the classes the result set knows; null: the set has none).
 A file that is not a usable image gets exactly one line on stderr and the exit status is 1; the others are
 still classified. stdout holds the answers and nothing else.
 
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
         import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")
-        from core import artifacts, inference, reports
+        from core import artifacts, features, inference, openset, reports
 
         try:
             result_set = artifacts.open_result_set(args.artifacts)
@@ -96,10 +97,17 @@ def main(argv=None) -> int:
         if classifier is None:
             print("error: no model of the result set could be loaded", file=sys.stderr)
             return 2
-        summaries = [reports.summarise(classifier.classify_image(image), result_set, top=args.top) for _, image in photos[:1]]
+        verdict = features.load_verdict(result_set, args.weights_dir)
+
+        def summarise(image):
+            summary = reports.summarise(classifier.classify_image(image), result_set, top=args.top)
+            flags = None if verdict is None else verdict.for_image(image, summary["models"])
+            return openset.mark_unknown(summary, flags)
+
+        summaries = [summarise(image) for _, image in photos[:1]]
     # The first answer is out as soon as it exists; later photos reuse the traced graphs.
     for index, (path, image) in enumerate(photos):
-        summary = summaries[0] if index == 0 else reports.summarise(classifier.classify_image(image), result_set, top=args.top)
+        summary = summaries[0] if index == 0 else summarise(image)
         print(answer(path, summary, args.json), flush=True)
     return 1 if failures else 0
 
