@@ -26,6 +26,10 @@ def load_model(result_set: artifacts.ResultSet, model_id: str, weights_dir=None)
     """Rebuild a trained model: whole from its .keras file, or ImageNet trunk plus stored top."""
     info = result_set.models[model_id]
     path = result_set.weights_path(model_id)
+    if not result_set.has_weights(model_id):
+        raise ModelUnavailable(
+            f"this result set carries no weights for it ({path.name} was stripped: the set is kept for comparison)"
+        )
     try:
         if not info["backbone"]:
             return keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -161,3 +161,29 @@ def test_sidebar_choice_survives_page_changes_and_rejects_a_plain_folder(tiny_re
     at.text_input(key=common.TYPED).set_value(str(tmp_path)).run()
     warnings = " ".join(w.value for w in at.sidebar.warning)
     assert f"Not added: {tmp_path}:" in warnings and "no manifest.json" in warnings
+
+
+def test_classify_without_weights_names_the_models_that_have_them(tiny_results, tmp_path):
+    from core import inference
+
+    dest = shutil.copytree(tiny_results, tmp_path / "partly")
+    manifest = artifacts.read_json(dest / artifacts.MANIFEST)
+    artifacts.strip_weights(dest)
+    stripped = artifacts.read_json(dest / artifacts.MANIFEST)
+    # Put the CNN's weights back: a set with some models classifying and the rest for comparison only.
+    stripped["models"]["cnn"]["files"][artifacts.WHOLE_MODEL] = manifest["models"]["cnn"]["files"][artifacts.WHOLE_MODEL]
+    shutil.copy(tiny_results / "cnn" / artifacts.WHOLE_MODEL, dest / "cnn" / artifacts.WHOLE_MODEL)
+    artifacts.write_json(dest / artifacts.MANIFEST, stripped)
+    rs = artifacts.open_result_set(dest)
+    with pytest.raises(inference.ModelUnavailable, match="carries no weights"):
+        inference.load_model(rs, "vgg16")
+    classifier, problems = inference.load_classifier(rs)
+    assert classifier is not None and set(problems) == set(rs.models) - {"cnn"}
+
+    at = _app(dest)
+    at.switch_page("pages/classify.py").run()
+    assert not at.exception
+    assert any("Models with weights in this result set: CNN." in i.value for i in at.info)
+    for page in ("pages/overview.py", "pages/confusion.py", "pages/statistics.py", "pages/curves.py"):
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, page
