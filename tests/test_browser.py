@@ -103,3 +103,43 @@ def test_uploading_a_photo_shows_six_results(app_url, browser, tmp_path):
     # Each model card shows its heatmap overlay; with the uploaded photo above, 7 images at least.
     assert page.locator('[data-testid="stImage"]').count() >= 7
     page.close()
+
+
+@pytest.mark.parametrize("name", ["phone 108MP.jpg", "phone.heic"])
+def test_uploading_a_phone_photo_shows_results(app_url, browser, tmp_path, name):
+    # A 108 MP JPEG (decoded at half size) and a HEIC, what phones save.
+    photo = make_photo(TINY_CLASSES["banana"], np.random.default_rng(9), size=120)
+    path = tmp_path / name
+    if name.endswith(".jpg"):
+        photo.resize((12000, 9000)).save(path, quality=10)
+    else:
+        photo.resize((1200, 900)).save(path, quality=80)
+    page = browser.new_page(viewport={"width": 1280, "height": 2400})
+    page.goto(f"{app_url}/classify")
+    settle(page)
+    page.locator('input[type="file"]').first.set_input_files(str(path))
+    settle(page)
+    page.screenshot(path=str(SHOTS / f"classify-{path.suffix[1:]}.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+    assert "Models agreeing with the average" in page.inner_text("body")
+    page.close()
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_every_page_at_desktop_and_narrow_width(app_url, browser, width):
+    """Issue 15: screenshots at 1400 and 800 px; /overview is the Overview page; no None in its table."""
+    for path in PAGES:
+        page = browser.new_page(viewport={"width": width, "height": 1600})
+        page.goto(f"{app_url}/{path}")
+        settle(page)
+        page.screenshot(path=str(SHOTS / f"{width}-{path or 'home'}.png"), full_page=True)
+        body = page.inner_text("body")
+        assert "Page not found" not in body, path
+        assert page.locator('[data-testid="stException"]').count() == 0, path
+        if path in ("", "overview"):
+            assert page.locator("h1").first.inner_text() == "Overview"
+            cells = page.locator('[data-testid="stDataFrame"]').first.inner_text()
+            assert "None" not in cells
+        page.close()
