@@ -306,3 +306,77 @@ def jpeg_decode_peak(megapixels: float = 200, quality: int = 30) -> dict:
     measured = json.loads(done.stdout)
     return {"size": [width, height], "megapixels": width * height / 1e6, "file_mb": file_mb,
             "full_decode_mb": width * height * 3 / 2**20, **measured}
+
+
+def grow_dataset(source, target, count: int, seed: int = 0) -> Path:
+    """A copy of the dataset at ``source`` grown to ``count`` photos in ``target``, for memory at scale.
+
+    The originals first, then altered copies (mirrored on odd rounds, brightness and colour scaled, re-encoded
+    at another JPEG quality) beside their originals, in the same split and class folder. Whether the clean
+    split keeps a copy with its original depends on the duplicate detection; memory does not.
+    """
+    files = dataset.scan(source)
+    rng = np.random.default_rng(seed)
+    target = Path(target)
+    for n in range(count):
+        f = files[n % len(files)]
+        copy_round = n // len(files)
+        path = Path(f.path)
+        out = target / path.parent / (path.name if copy_round == 0 else f"copy{copy_round}-{path.stem}.jpg")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image = images.read_image(f"{source}/{f.path}").convert("RGB")
+        if copy_round:
+            pixels = np.asarray(image, np.float32) * rng.uniform(0.8, 1.2, 3)
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            if copy_round % 2:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        image.save(out, "JPEG", quality=int(rng.integers(70, 95)) if copy_round else 92)
+    return target
+
+
+_MEMORY_CHILD = """
+import json, logging, os, resource, sys, threading, time
+sys.path.insert(0, {root!r})
+from core import training
+phases, peak, start = [], [0], time.perf_counter()
+def rss():  # resident bytes now (Linux)
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def sample():
+    while True:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.1)
+threading.Thread(target=sample, daemon=True).start()
+class Phase(logging.Handler):
+    def emit(self, record):
+        peak[0] = max(peak[0], rss())
+        phases.append({{"until": record.getMessage(), "seconds": time.perf_counter() - start, "peak_rss_mb": peak[0] / 2**20}})
+        peak[0] = 0
+logging.getLogger("core.training").addHandler(Phase())
+logging.getLogger("core.training").setLevel(logging.INFO)
+status = training.run({data!r}, {out!r}, hp=training.HyperParameters(**{hp!r}), weights_dir={weights!r}, progress=False)
+print(json.dumps({{"status": status, "seconds": time.perf_counter() - start, "phases": phases,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def training_memory(source, counts: list[int], hp: training.HyperParameters, weights_dir=None) -> dict:
+    """Peak resident memory and wall time of a real training of all six models, per dataset size.
+
+    Each size is trained in a fresh process (peak memory is per process) on ``grow_dataset``'s copy; phases
+    end at training's log lines (photos loaded, each model trained), each with its own peak.
+    """
+    root = Path(__file__).resolve().parents[1]
+    result = {"machine": machine(), "hyper_parameters": hp.__dict__, "runs": {}}
+    for count in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = grow_dataset(source, Path(tmp) / "data", count)
+            code = _MEMORY_CHILD.format(root=str(root), data=str(data), out=str(Path(tmp) / "out"),
+                                        hp=hp.__dict__, weights=weights_dir)
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+            if done.returncode:
+                raise RuntimeError(f"training on {count} photos failed: {done.stderr[-2000:]}")
+            result["runs"][str(count)] = json.loads(done.stdout.strip().splitlines()[-1])
+    peaks = [run["peak_rss_mb"] for run in result["runs"].values()]
+    result["peak_growth"] = peaks[-1] / peaks[0] - 1 if len(peaks) > 1 else None
+    return result

@@ -55,18 +55,28 @@ class HyperParameters:
 # Several training steps per call of the compiled step function. The cached tops take a few milliseconds a
 # step, and Keras' per-step Python work would otherwise be a large share of that. The updates are the same.
 STEPS_PER_EXECUTION = 16
-TRUNK_PRECISIONS = ("auto", "float32", "bfloat16")
+TRUNK_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def gpu_precision(compute_capabilities: list[tuple[int, int]]) -> str:
+    """The reduced precision every GPU computes natively: bfloat16 from compute capability 8.0 (Ampere) on,
+    float16 from 7.0 (Volta's tensor cores), else float32."""
+    oldest = min(compute_capabilities, default=(0, 0))
+    return "bfloat16" if oldest >= (8, 0) else "float16" if oldest >= (7, 0) else "float32"
 
 
 def resolve_trunk_precision(requested: str = "auto") -> str:
-    """The precision the trunk runs in over the training views: bfloat16 only where the CPU computes it natively
-    (elsewhere it is emulated and slower than float32), float32 on a GPU or when asked."""
+    """The precision the trunk runs in over the training views: on a GPU the one it computes natively (see
+    ``gpu_precision``); on a CPU bfloat16 only where it computes it natively (elsewhere it is emulated and slower
+    than float32); or as asked. The cached outputs are float16 on the host either way."""
     if requested not in TRUNK_PRECISIONS:
         raise ValueError(f"unknown trunk precision {requested!r}: {', '.join(TRUNK_PRECISIONS)}")
     if requested != "auto":
         return requested
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+        return gpu_precision([tuple(d.get("compute_capability", (0, 0))) for d in details])
     try:
         cpu_flags = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: no cheap way to tell
@@ -89,22 +99,41 @@ def compile_for_training(trainable: keras.Model, lr: float) -> None:
 # ---------------------------------------------------------------- data in memory
 
 
-def make_views(photos: np.ndarray, views: int, seed: int) -> list[np.ndarray]:
-    """The fixed augmented views of each training photo: itself, its mirror, then mirrored zoomed crops."""
+def make_views(photos: np.ndarray, views: int, seed: int, folder: Path | None = None, chunk: int = 256) -> list[np.ndarray]:
+    """The fixed augmented views of each training photo: itself, its mirror, then mirrored zoomed crops.
+
+    Computed ``chunk`` photos at a time (a float32 copy of every photo would be 4 times the photos); with
+    ``folder``, the views after the first are written there as uint8 ``.npy`` files and returned as memory maps.
+    """
+    n, size = len(photos), photos.shape[1]
+
+    def new_view(k):
+        if folder is None or not n:
+            return np.empty_like(photos)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return np.lib.format.open_memmap(Path(folder) / f"view{k}.npy", "w+", photos.dtype, photos.shape)
+
     result = [photos]
     if views > 1:
-        result.append(photos[:, :, ::-1])
+        mirror = new_view(1)
+        for start in range(0, n, chunk):
+            mirror[start : start + chunk] = photos[start : start + chunk, :, ::-1]
+        result.append(mirror)
     rng = np.random.default_rng(seed)
-    size = photos.shape[1]
-    for _ in range(2, views):
-        n = len(photos)
+    for k in range(2, views):
         scale = rng.uniform(0.7, 0.9, n)
         top, left = rng.uniform(0, 1 - scale), rng.uniform(0, 1 - scale)
         boxes = np.stack([top, left, top + scale, left + scale], axis=1).astype(np.float32)
-        crops = tf.image.crop_and_resize(photos.astype(np.float32), boxes, np.arange(n), (size, size))
         flip = rng.random(n) < 0.5
-        crops = np.where(flip[:, None, None, None], crops.numpy()[:, :, ::-1], crops.numpy())
-        result.append(np.clip(np.rint(crops), 0, 255).astype(np.uint8))
+        crops = new_view(k)
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            zoomed = tf.image.crop_and_resize(
+                photos[part].astype(np.float32), boxes[part], np.arange(len(boxes[part])), (size, size)
+            ).numpy()
+            zoomed = np.where(flip[part, None, None, None], zoomed[:, :, ::-1], zoomed)
+            crops[part] = np.clip(np.rint(zoomed), 0, 255).astype(np.uint8)
+        result.append(crops)
     return result
 
 
@@ -149,7 +178,7 @@ def precompute(frozen: keras.Model, splits: dict, precision: str, progress: bool
     With ``folder``, each output is written there batch by batch and returned as a memory map (see core/cache.py);
     without, it is held in memory.
     """
-    train_model = frozen if precision == "float32" else models.with_compute_dtype(frozen, "mixed_bfloat16")
+    train_model = frozen if precision == "float32" else models.with_compute_dtype(frozen, f"mixed_{precision}")
 
     def output(model, inputs, name):
         if folder is None:
@@ -290,8 +319,9 @@ def run(
         photos, kept, skipped = dataset.load_images(data_dir, plan.files[name], hp.image_size, progress)
         data[name] = (photos, np.array([index[f.label] for f in kept], np.int64), kept)
     _write_samples(writer, data_dir, data["test"][2])
-    train_views = make_views(data["train"][0], hp.views, hp.seed)
+    train_views = make_views(data["train"][0], hp.views, hp.seed, writer.root / cache.CACHE_FOLDER / "photo-views")
     timings["load_seconds"] = time.perf_counter() - clock
+    log.info("photos loaded and augmented: %s", {name: len(data[name][1]) for name in data})
     clean_mask = ~np.isin([f.path for f in data["test"][2]], plan.leaked["test"])
 
     weights = {}

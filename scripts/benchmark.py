@@ -122,7 +122,21 @@ def decode_command(args) -> dict:
     return result
 
 
-COMMANDS = {"train": train_command, "classify": classify_command, "cli": cli_command, "decode": decode_command}
+def memory_command(args) -> dict:
+    hp = training.HyperParameters(image_size=args.image_size, epochs=args.epochs, patience=args.epochs)
+    result = benchmarks.training_memory(args.data_dir, args.photos, hp, args.weights_dir)
+    for count, run in result["runs"].items():
+        print(f"{count} photos: peak {run['peak_rss_mb']:.0f} MB, {run['seconds']:.0f} s "
+              f"({hp.epochs} epoch(s) per model; the peak is reached in the first)")
+        for phase in run["phases"]:
+            print(f"    {phase['seconds']:7.0f} s  peak {phase['peak_rss_mb']:6.0f} MB  until {phase['until']}")
+    if result["peak_growth"] is not None:
+        print(f"peak growth from {args.photos[0]} to {args.photos[-1]} photos: {100 * result['peak_growth']:+.0f} %")
+    return result
+
+
+COMMANDS = {"train": train_command, "classify": classify_command, "cli": cli_command, "decode": decode_command,
+            "memory": memory_command}
 
 
 def main(argv=None) -> int:
@@ -150,7 +164,13 @@ def main(argv=None) -> int:
     cli.add_argument("--runs", type=int, default=3)
     decode = sub.add_parser("decode", help="peak memory of reading a large phone JPEG")
     decode.add_argument("--megapixels", type=float, default=200)
-    for p in (train, classify, cli, decode):
+    memory = sub.add_parser("memory", help="peak resident memory of a real six-model training, per dataset size")
+    memory.add_argument("--data-dir", default="../shared/data/fruitveg", help="photos to grow the dataset from")
+    memory.add_argument("--photos", type=int, nargs="+", default=[2000, 4000], help="dataset sizes to train on")
+    memory.add_argument("--image-size", type=int, default=224)
+    memory.add_argument("--epochs", type=int, default=1, help="per model (the peak is reached in the first)")
+    memory.add_argument("--weights-dir", default=None)
+    for p in (train, classify, cli, decode, memory):
         p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     args = parser.parse_args(argv)
     result = COMMANDS[args.command](args)

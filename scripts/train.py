@@ -2,7 +2,7 @@
 
     python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
         [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
-        [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16]
+        [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16|float16] [--keep-cache]
 
 A rerun with the same settings resumes: models already complete in --out are not trained again.
 """
@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", default=None, help='JSON file {"class": "fruit"|"vegetable"} overriding the grouping')
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     parser.add_argument("--trunk-precision", choices=training.TRUNK_PRECISIONS, default="auto",
-                        help="arithmetic of the frozen trunk over the training views; auto: bfloat16 where the CPU "
-                        "has it natively (AVX512-BF16, AMX), else float32. Validation and test always use float32")
+                        help="arithmetic of the frozen trunk over the training views; auto: on a GPU bfloat16 or "
+                        "float16, whichever it computes natively; on a CPU bfloat16 where it has it natively "
+                        "(AVX512-BF16, AMX), else float32. Validation and test always use float32")
     parser.add_argument("--keep-cache", action="store_true",
                         help="keep the frozen trunk outputs cached under OUT/.cache after the run (deleted by default; "
                         "a resumed run reuses them either way)")

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -59,3 +60,21 @@ def test_a_recorded_run_scales_with_its_training_and_test_photos(tiny_results):
     assert doubled["scaled_minutes"] == pytest.approx(2 * (doubled["measured_minutes"] - read_minutes))
     with_reading = benchmarks.scale_recorded_run(rs, 60.0, {split: 2 * n for split, n in ran.items()})
     assert with_reading["scaled_minutes"] == pytest.approx(doubled["scaled_minutes"] + 2 * sum(ran.values()) / 1000)
+
+
+def test_a_grown_dataset_holds_the_originals_then_altered_copies(tmp_path):
+    from conftest import make_dataset
+    from core import dataset
+
+    source = make_dataset(tmp_path / "source", per_split=(("train", 3), ("validation", 1), ("test", 1)))
+    originals = dataset.scan(source)
+    grown = benchmarks.grow_dataset(source, tmp_path / "grown", 2 * len(originals) + 1)
+    files = dataset.scan(grown)
+    assert len(files) == 2 * len(originals) + 1
+    assert sorted((f.folder_split, f.label) for f in files if "copy1-" in f.path) == sorted((f.folder_split, f.label) for f in originals)
+    first = originals[0]
+    copy = next(f for f in files if f.path.endswith(f"copy1-{first.path.rsplit('/', 1)[1].rsplit('.', 1)[0]}.jpg"))
+    original_pixels = np.asarray(benchmarks.images.read_image(f"{source}/{first.path}").convert("RGB"), np.float32)
+    copy_pixels = np.asarray(benchmarks.images.read_image(f"{grown}/{copy.path}"), np.float32)
+    assert copy_pixels.shape == original_pixels.shape
+    assert np.abs(copy_pixels - original_pixels[:, ::-1]).mean() < np.abs(copy_pixels - original_pixels).mean()

@@ -69,11 +69,12 @@ def test_a_rerun_with_other_settings_is_refused(tiny_data, tiny_results):
                      random_backbones=True, progress=False)
 
 
-def test_views_are_fixed_and_distinct():
+def test_views_are_fixed_and_distinct_and_the_same_in_chunks_on_disk(tmp_path):
     photos = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
     a = training.make_views(photos, 3, seed=0)
-    b = training.make_views(photos, 3, seed=0)
+    b = training.make_views(photos, 3, seed=0, folder=tmp_path, chunk=2)
     assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert isinstance(b[2], np.memmap) and (tmp_path / "view2.npy").exists()
     assert np.array_equal(a[1], photos[:, :, ::-1])
     assert not np.array_equal(a[2], photos) and a[2].dtype == np.uint8
 
@@ -143,7 +144,14 @@ def test_trunk_precision_is_bfloat16_only_when_asked_or_native():
     assert training.resolve_trunk_precision("bfloat16") == "bfloat16"
     assert training.resolve_trunk_precision("auto") in ("float32", "bfloat16")
     with pytest.raises(ValueError, match="unknown trunk precision"):
-        training.resolve_trunk_precision("float16")
+        training.resolve_trunk_precision("int8")
+
+
+def test_a_gpu_gets_the_reduced_precision_all_its_devices_compute_natively():
+    assert training.gpu_precision([(9, 0)]) == "bfloat16"  # Hopper
+    assert training.gpu_precision([(8, 6), (7, 5)]) == "float16"  # an Ampere and a Turing: the older decides
+    assert training.gpu_precision([(7, 0)]) == "float16"
+    assert training.gpu_precision([(6, 1)]) == "float32"
 
 
 def test_precomputed_validation_and_test_are_float32_whatever_the_training_views_get():
@@ -215,5 +223,6 @@ def test_a_run_deletes_its_trunk_cache_unless_asked_to_keep_it(tiny_data, tmp_pa
     training.run(tiny_data, tmp_path / "gone", ["vgg16"], hp, random_backbones=True, progress=False)
     assert not (tmp_path / "gone" / ".cache").exists()
     training.run(tiny_data, tmp_path / "kept", ["vgg16"], hp, random_backbones=True, progress=False, keep_cache=True)
-    (folder,) = (tmp_path / "kept" / ".cache").iterdir()
-    assert folder.name.startswith("vgg16-") and (folder / "trunk" / "train-view0.npy").exists()
+    photo_views, trunk = sorted((tmp_path / "kept" / ".cache").iterdir())
+    assert photo_views.name == "photo-views" and (photo_views / "view1.npy").exists()
+    assert trunk.name.startswith("vgg16-") and (trunk / "trunk" / "train-view0.npy").exists()
