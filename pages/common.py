@@ -36,7 +36,9 @@ def shipped_sets() -> dict[str, str]:
 
 
 def _initial_choice() -> list[str]:
-    return [st.session_state.get("artifacts") or os.environ.get("FRUITVEG_ARTIFACTS") or str(DEFAULT_ARTIFACTS)]
+    """FRUITVEG_ARTIFACTS may name several folders, separated like PATH (":" here), to compare at start."""
+    chosen = st.session_state.get("artifacts") or os.environ.get("FRUITVEG_ARTIFACTS") or str(DEFAULT_ARTIFACTS)
+    return [folder for folder in chosen.split(os.pathsep) if folder]
 
 
 def _choose() -> None:
@@ -114,7 +116,7 @@ def result_set() -> artifacts.ResultSet:
         rs = cached_result_set(str(path), _stamp(path))
     except artifacts.ResultSetError as err:
         st.error(f"No usable result set: {err}")
-        st.markdown("Make one by training the models, then start the app again:")
+        st.markdown("Make one by training the models, then enter its folder in the sidebar (no restart needed):")
         st.code(MAKE_ONE, language="bash")
         st.stop()
     if not rs.models:

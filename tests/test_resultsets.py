@@ -187,3 +187,52 @@ def test_classify_without_weights_names_the_models_that_have_them(tiny_results, 
     for page in ("pages/overview.py", "pages/confusion.py", "pages/statistics.py", "pages/curves.py"):
         at.switch_page(page).run()
         assert not at.exception and not at.error, page
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_browser_renders_the_comparison_views_without_error_boxes(tiny_results, study_split, same_photos, count):
+    import os
+    import subprocess
+    import sys
+
+    import test_browser as tb
+
+    if not os.path.exists(tb.CHROMIUM):
+        pytest.skip("Debian chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    folders = [study_split, tiny_results, same_photos][:count]
+    port = tb.free_port()
+    env = {**os.environ, "FRUITVEG_ARTIFACTS": os.pathsep.join(map(str, folders))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(tb.ROOT / "app.py"), "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "127.0.0.1"],
+        cwd=tb.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=tb.CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            for path, heading in (("overview", "result sets side by side"), ("curves", "One model across"),
+                                  ("confusion", "Confusion difference"), ("statistics", "Result sets compared")):
+                page.goto(f"http://127.0.0.1:{port}/{path}")
+                tb.settle(page)
+                tb.SHOTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(tb.SHOTS / f"multiset-{count}-{path}.png"), full_page=True)
+                assert page.locator('[data-testid="stException"]').count() == 0, path
+                errors = page.locator('[data-testid="stAlertContentError"]')
+                assert errors.count() == 0, errors.all_inner_texts()
+                assert heading in page.inner_text("body"), path
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
