@@ -30,6 +30,7 @@ import pandas as pd
 from core import dataset
 
 ALL = "all"  # the split name shown for a folder of class folders only
+MIN_IMAGES_PER_CLASS = 5  # fewer in most folders: not a dataset of classes
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,23 @@ class Audit:
     @property
     def images(self) -> int:
         return len(self.files)
+
+    def not_a_dataset(self) -> str | None:
+        """Why the folder does not look like a dataset of class folders, or None where it does.
+
+        Any folder of folders scans without error, so the audit would otherwise present, say, /tmp as
+        a dataset whose "classes" are its subfolders."""
+        per_class = self.counts.sum(axis=1)
+        if not self.images:
+            return "it holds no readable image in class folders"
+        if len(per_class) < 2:
+            return f"it has {len(per_class)} class folder with images; a dataset has at least two"
+        if len(self.skipped) > self.images:
+            return f"more of its files are unreadable ({len(self.skipped)}) than readable images ({self.images})"
+        if (per_class < MIN_IMAGES_PER_CLASS).mean() > 0.5:
+            return (f"most of its {len(per_class)} folders hold fewer than {MIN_IMAGES_PER_CLASS} images, "
+                    "so they are unlikely to be classes")
+        return None
 
     @property
     def pairs(self) -> list[DuplicatePair]:

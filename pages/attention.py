@@ -11,6 +11,7 @@ ALL_CLASSES = "all classes"
 OUTCOMES = {"right or wrong": None, "right": True, "wrong": False}  # that model's prediction
 PHOTO_SIDE = 320
 PLACEHOLDER_GREY = "#9e9e9e"
+FLAT_RANGE = 0.05  # maps are scaled to 0..1 per image; less spread than this shows as one flat colour
 
 
 @st.cache_data(show_spinner=False, max_entries=12)
@@ -19,9 +20,18 @@ def stored_maps(path: str, stamp: str, model_id: str, _rs) -> dict[str, np.ndarr
     return _rs.maps(model_id)
 
 
-def prediction_caption(row, model_id: str) -> str:
+def prediction_caption(row, model_id: str, of_class: str | None = None) -> str:
+    """The model's answer; with ``of_class``, also which class the map is of, when that is not the answer."""
     mark = "✓" if row[f"{model_id}:correct"] else "✗"
-    return f"{mark} {common.title(model_id)}: {row[f'{model_id}:pred']} ({row[f'{model_id}:conf']:.0%})"
+    answer = f"{row[f'{model_id}:pred']} ({row[f'{model_id}:conf']:.0%})"
+    if of_class is None or of_class == row[f"{model_id}:pred"]:
+        return f"{mark} {common.title(model_id)}: {answer}"
+    return f"{mark} {common.title(model_id)}: map of {of_class}; it predicts {answer}"
+
+
+def flat(heatmap: np.ndarray) -> bool:
+    """A map without any region standing out: nothing in the photo raises the class's score."""
+    return float(np.ptp(heatmap)) < FLAT_RANGE
 
 
 def sanity_summary(sanity) -> str:
@@ -60,7 +70,8 @@ else:
     st.info("The Grad-CAM sanity check (model randomisation) has not been run for this result set.")
 
 images = comparison.image_table(rs, list(rs.models))
-columns = st.columns(4, vertical_alignment="bottom")
+# Two rows of two: four filters side by side truncate their values on a narrow screen.
+columns = [*st.columns(2, vertical_alignment="bottom"), *st.columns(2, vertical_alignment="bottom")]
 with columns[0]:
     true_class = st.selectbox("True class", [ALL_CLASSES, *comparison.ordered_classes(rs)], key="attention_class")
 with columns[1]:
@@ -113,7 +124,10 @@ for heading, kind in map_rows:
             if kind not in maps[model_id]:
                 st.caption(f"{common.title(model_id)}: no attention layer")
                 continue
-            caption = prediction_caption(row, model_id)
+            heatmap = maps[model_id][kind][position]
+            caption = prediction_caption(row, model_id, row["true"] if kind == "gradcam_true" else None)
+            if kind != "attention" and flat(heatmap):
+                caption += " · flat map: no region raises this class"
             if kind != "attention" and model_id in failing:
                 caption += " · map fails the sanity check"
-            st.image(explain.overlay(photo, maps[model_id][kind][position], opacity), caption=caption, width="stretch")
+            st.image(explain.overlay(photo, heatmap, opacity), caption=caption, width="stretch")

@@ -138,8 +138,11 @@ def top5_chart(top, colour):
     names = [c for c, _ in top][::-1]
     probs = [p for _, p in top][::-1]
     figure = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colour,
-                              text=[f"{p:.0%}" for p in probs], textposition="auto"))
-    figure.update_layout(height=170, margin=dict(l=0, r=0, t=0, b=0), xaxis=dict(range=[0, 1], visible=False))
+                              text=[f"{p:.0%}" for p in probs], textposition="auto", cliponaxis=False))
+    # Room on the right, and automatic room for the class names on the left: a tiny bar's value sits just
+    # outside it, and a narrow card would otherwise cut both.
+    figure.update_layout(height=170, margin=dict(l=0, r=36, t=0, b=0), xaxis=dict(range=[0, 1], visible=False),
+                         yaxis=dict(automargin=True))
     return figure
 
 

@@ -10,6 +10,7 @@ from pages import common, multiset
 
 PAIR = "confusion_pair"  # (true, predicted) whose test images are shown; set by the list or a chart click
 CHART = "confusion_chart"
+PAIR_MODEL = "confusion_pair_model"  # the model the chosen pair was chosen for
 GRID_COLUMNS = 4  # leaves room for each model's prediction on one line
 MOST_TILES = 12  # per grid, the rest only counted: every photo is read from disk on first view
 THUMBNAIL_SIDE = 200
@@ -114,6 +115,10 @@ breaks = comparison.group_breaks(order, rs.groups)
 left, right = st.columns([2, 1])
 with left:
     model_id = common.model_picker(rs, "Model", key_name="confusion_model")
+# A pair clicked for one model says nothing about another: a new model starts without a chosen pair.
+if st.session_state.get(PAIR_MODEL, model_id) != model_id:
+    st.session_state.pop(PAIR, None)
+st.session_state[PAIR_MODEL] = model_id
 with right:
     normalised = st.toggle("Row-normalised", value=True, key="confusion_normalised",
                            help="Colour by the share of the true class; off: by the raw count of test images. "

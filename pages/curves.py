@@ -42,11 +42,14 @@ for model_id in chosen:
             fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0), legendgroup=model_id,
             name=f"{common.title(model_id)} · {int(band['runs'].max())} seeds (range)", hoverinfo="skip",
         ))
-    best = history[history["epoch"] == info["best_epoch"]]
-    if not best.empty and "validation" in splits and f"val_{metric}" in history:
+    is_best = history["epoch"] == info["best_epoch"]
+    if is_best.any() and "validation" in splits and f"val_{metric}" in history:
+        best = history[is_best]
         bx = best["epoch"] if x_axis == "epoch" else best["elapsed_seconds"] / 60
+        # On the line as drawn: the smoothed value when smoothing is on.
+        shown = comparison.ema(history[f"val_{metric}"], smoothing) if smoothing else history[f"val_{metric}"]
         figure.add_trace(go.Scatter(
-            x=bx, y=best[f"val_{metric}"], mode="markers", legendgroup=model_id, showlegend=False,
+            x=bx, y=shown[is_best], mode="markers", legendgroup=model_id, showlegend=False,
             marker=dict(symbol="star", size=14, color=colour, line=dict(color="black", width=1)),
             hovertemplate=f"{common.title(model_id)}: best epoch {info['best_epoch']}<extra></extra>",
         ))
@@ -56,7 +59,11 @@ figure.update_layout(
     yaxis_title=metric, yaxis_tickformat=".0%" if metric == "accuracy" else None,
     legend=dict(orientation="h", yanchor="bottom", y=1.02),
 )
-st.plotly_chart(figure, width="stretch")
+if not chosen or not splits:
+    # An empty figure would show meaningless default axes.
+    st.info("Choose at least one model and one curve to draw.")
+else:
+    st.plotly_chart(figure, width="stretch")
 st.caption(
     "Solid: validation; dotted: training. ★ marks the epoch whose weights were kept (lowest validation loss); "
     "training stopped after the validation loss had not improved for "

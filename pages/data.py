@@ -134,6 +134,11 @@ def show_audit(folder: Path, rs) -> None:
         except FileNotFoundError as err:
             st.error(str(err))
             return
+    reason = result.not_a_dataset()
+    if reason:
+        st.error(f"`{folder}` does not look like a dataset: {reason}. A dataset is a folder of class folders of "
+                 "photos, optionally inside train/, validation/ and test/ folders.")
+        return
     summary = result.to_json()
     cells = st.columns([1, 1, 1, 1, 1.3])
     cells[0].metric("Images", result.images, help=f"{len(result.skipped)} unreadable file(s) skipped")

@@ -36,9 +36,11 @@ st.caption("Dark cells (p < 0.05) are differences unlikely to be chance; with 15
 
 st.subheader("Calibration")
 st.markdown(
-    "A calibrated model that says 80% is right 80% of the time. Bars: accuracy per confidence bin; the "
-    "diagonal is perfect calibration. ECE is the bin-weighted gap; negative log-likelihood is the test loss."
+    "A calibrated model that says 80% is right 80% of the time. Each model's line joins its accuracy per "
+    "confidence bin; the dashed diagonal is perfect calibration. ECE is the bin-weighted gap; negative log-likelihood is the test loss."
 )
+st.caption("Line: accuracy per confidence bin; a dot's size grows with the number of test images in its bin "
+           "(empty bins are left out).")
 chosen = st.multiselect("Models", list(rs.models), default=list(rs.models), format_func=common.title)
 figure = go.Figure()
 figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dash"),
@@ -56,16 +58,20 @@ for model_id in chosen:
     ))
 figure.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="mean confidence in bin",
                      yaxis_title="accuracy in bin", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
-st.plotly_chart(figure, width="stretch")
-calibration = table[table["id"].isin(chosen)][["model", "ece", "loss", "loss_low", "loss_high"]]
-st.dataframe(
-    calibration, hide_index=True,
-    column_config={
-        "model": "Model", "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
-        "loss": st.column_config.NumberColumn("NLL (= loss)", format="%.3f"),
-        "loss_low": st.column_config.NumberColumn("NLL 95% low", format="%.3f", help="bootstrap over test images"),
-        "loss_high": st.column_config.NumberColumn("NLL 95% high", format="%.3f"),
-    },
-)
+if not chosen:
+    # An empty figure and an "empty" table would say nothing.
+    st.info("Choose at least one model to see its calibration.")
+else:
+    st.plotly_chart(figure, width="stretch")
+    calibration = table[table["id"].isin(chosen)][["model", "ece", "loss", "loss_low", "loss_high"]]
+    st.dataframe(
+        calibration, hide_index=True,
+        column_config={
+            "model": "Model", "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
+            "loss": st.column_config.NumberColumn("NLL (= loss)", format="%.3f"),
+            "loss_low": st.column_config.NumberColumn("NLL 95% low", format="%.3f", help="bootstrap over test images"),
+            "loss_high": st.column_config.NumberColumn("NLL 95% high", format="%.3f"),
+        },
+    )
 
 multiset.statistics()

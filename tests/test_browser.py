@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, TINY_CLASSES, make_photo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = ["", "curves", "confusion", "attention", "statistics", "classify", "data"]
+PAGES = ["", "overview", "curves", "confusion", "attention", "statistics", "classify", "data"]
 SHOTS = ROOT / "screenshots"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
 

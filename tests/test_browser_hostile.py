@@ -23,6 +23,8 @@ BATTERY = [name for name in PAGE_BATTERY if name != "huge.jpg"]
 def upload(page, name: str, data: bytes, mime: str) -> None:
     page.locator('input[type="file"]').first.set_input_files(files=[{"name": name, "mimeType": mime, "buffer": data}])
     settle(page)
+    # Under load the models can run past settle's wait; the page says so until the answer replaces it.
+    page.wait_for_function("!document.body.innerText.includes('Running the models on')", timeout=240_000)
 
 
 def test_hostile_uploads_one_after_the_other_then_a_photo_still_classifies(app_url, browser):

@@ -144,6 +144,7 @@ def test_confusion_page(tiny_results):
     true, predicted = listed.iloc[-1][["true", "predicted"]]
     pair_box.select((true, predicted)).run()
     assert not at.exception
+    assert any(f"predicted as **{predicted}**" in m.value for m in at.markdown)
 
     # The tiles: the chosen cell, then each model's images that the other gets wrong.
     other_id = at.selectbox(key="confusion_other").value
@@ -166,6 +167,12 @@ def test_confusion_page(tiny_results):
     assert at.selectbox(key="confusion_pair").value == (names[0], names[0])
     right_first = (preds[model_id].y_true == 0) & preds[model_id].correct
     assert len(at.image) == tile_count(right_first.sum()) + tile_count(only_one.sum()) + tile_count(only_other.sum())
+
+    # Issue 15, finding 5: another model starts without the previous model's pair and its caption.
+    at.selectbox(key="confusion_model").select(other_id).run()
+    assert not at.exception
+    assert at.selectbox(key="confusion_pair").value != (names[0], names[0])
+    assert not any("No test images" in c.value for c in at.caption)
 
 
 def test_attention_page(tiny_results, monkeypatch):
@@ -201,6 +208,11 @@ def test_attention_page(tiny_results, monkeypatch):
     at.toggle(key="attention_true").set_value(True).run()
     assert not at.exception
     assert any("Grad-CAM of the true class" in m.value for m in at.markdown)
+    # Issue 15, finding 10: a true-class map of a wrong model says whose class it is of.
+    row = comparison.image_table(rs, list(rs.models)).loc[at.selectbox(key="attention_image").value]
+    for model_id in rs.models:
+        if not row[f"{model_id}:correct"]:
+            assert any(f"map of {row['true']}; it predicts" in c for image in at.image for c in image.captions)
     assert len(at.image) == 1 + len(rs.models) + len(attention_models)
     assert [image.value for image in at.image] != before
 

@@ -49,6 +49,7 @@ def test_no_result_set_explains_how_to_make_one(tmp_path):
     assert not at.exception
     assert "No usable result set" in at.error[0].value
     assert "scripts/train.py" in at.code[0].value
+    assert "start the app again" not in " ".join(m.value for m in at.markdown)  # no restart is needed
 
 
 def test_curves_respond_to_metric_smoothing_and_axis(tiny_results):
@@ -117,3 +118,46 @@ def test_classify_upload_gives_six_results_and_survives_a_bad_file(tiny_results)
     at.file_uploader[0].set_value(("peas.png", _png(TINY_CLASSES["peas"], 4), "image/png")).run()
     assert not at.exception and not at.error
     assert verdict(at)
+
+
+def test_curves_empty_state_and_stars_on_the_smoothed_line(tiny_results):
+    import base64
+    import json
+
+    from core import artifacts, comparison
+
+    at = page("curves", tiny_results)
+    at.slider[0].set_value(0.9).run()
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    history = artifacts.open_result_set(tiny_results).history("cnn")
+    best = artifacts.open_result_set(tiny_results).models["cnn"]["best_epoch"]
+    star = next(t for t in figure["data"] if t.get("marker", {}).get("symbol") == "star")
+    # Plotly 6+ sends arrays as {"dtype", "bdata"} (base64 of the raw values).
+    star_y = np.frombuffer(base64.b64decode(star["y"]["bdata"]), star["y"]["dtype"])
+    smoothed = comparison.ema(history["val_loss"], 0.9)[list(history["epoch"]).index(best)]
+    assert abs(star_y[0] - smoothed) < 1e-9  # issue 15, finding 6: the star sits on the line as drawn
+    at.multiselect[0].set_value([]).run()
+    assert not at.exception and not at.get("plotly_chart")
+    assert "Choose at least one model" in at.info[0].value
+
+
+def test_statistics_explains_the_chart_and_has_an_empty_state(tiny_results):
+    at = page("statistics", tiny_results)
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "Bars" not in text and "dot's size" in text
+    at.multiselect[0].set_value([]).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1 and len(at.dataframe) == 0
+    assert "Choose at least one model" in at.info[0].value
+
+
+def test_data_page_refuses_a_folder_that_is_not_a_dataset(tiny_results, tiny_data, tmp_path):
+    for name in ("bad", "bars-hostile", "cache"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.jpg").write_bytes(b"not a photo")
+    make_photo(TINY_CLASSES["carrot"], np.random.default_rng(0)).save(tmp_path / "bad" / "one.png")
+    at = page("data", tiny_results)
+    at.text_input[0].set_value(str(tmp_path)).run()
+    assert not at.exception
+    assert "does not look like a dataset" in at.error[0].value and not at.get("metric")  # issue 15, finding 8
+    at.text_input[0].set_value(str(tiny_data)).run()
+    assert not at.exception and not at.error and at.get("metric")
