@@ -229,6 +229,8 @@ def _plain_name(name) -> bool:
 
 def _verify(folder: Path, files: dict[str, str]) -> str | None:
     """None when every file is there with its checksum, else what is wrong."""
+    if not folder.is_dir():  # say so, rather than name the first of its files as missing
+        return f"its folder {folder.name}/ is missing"
     for name, expected in files.items():
         if not _plain_name(name):
             return f"{name!r} is not a plain file name (the manifest may have been tampered with)"

@@ -60,35 +60,72 @@ def compact(value) -> str:
     return f"{value:.0f}"
 
 
-# The Overview table as shown: columns merged so that it fits a 1400 px screen, every cell a string.
-# (shown name, builder from one overview_table row, numeric column that decides "best", higher is better)
+def percent_points(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """Shares (0..1) as percentages (0..100), for a table column that keeps numbers (to sort or draw a bar)
+    and shows them with ``PERCENT_FORMAT``: the same one decimal as every ``percent`` string."""
+    return frame.assign(**{column: 100 * frame[column] for column in columns})
+
+
+PERCENT_FORMAT = "%.1f %%"
+
+# The Overview as shown: two tables, each fitting a 1400 px screen without sideways scrolling; every cell a
+# string. Per table: shown name -> (builder from one overview_table row, numeric column that decides "best",
+# higher is better).
 OVERVIEW_COLUMNS = {
-    "Model": (lambda r: r["model"], None, None),
-    "Accuracy [95 % interval]": (lambda r: percent_interval(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
-                                 "accuracy", True),
-    "Clean acc.": (lambda r: percent(r["clean_accuracy"]), "clean_accuracy", True),
-    "Top-5": (lambda r: percent(r["top5_accuracy"]), "top5_accuracy", True),
-    "Fruit/veg acc.": (lambda r: percent(r["group_accuracy"]), "group_accuracy", True),
-    "Loss": (lambda r: number(r["loss"]), "loss", False),
-    "ECE": (lambda r: number(r["ece"]), "ece", False),
-    "Seeds: mean ± sd": (lambda r: mean_spread(r["seed_mean_accuracy"], r["seed_sd_accuracy"], int(r["seed_runs"])),
-                         None, None),
-    "Study acc. (Δ)": (lambda r: f"{percent(r['reference_accuracy'])} ({signed_points(r['accuracy_vs_reference'])})",
-                       None, None),
-    "Epochs (best)": (lambda r: f"{int(r['epochs_run'])} ({int(r['best_epoch'])})", None, None),
-    "Parameters": (lambda r: compact(r["parameters"]), None, None),
-    "ms / image": (lambda r: number(r["inference_ms"], 0), "inference_ms", False),
-    "Train min": (lambda r: number(r["train_minutes"], 1), "train_minutes", False),
+    "accuracy": {
+        "Model": (lambda r: r["model"], None, None),
+        "Accuracy [95 % interval]": (lambda r: percent_interval(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+                                     "accuracy", True),
+        "Clean acc.": (lambda r: percent(r["clean_accuracy"]), "clean_accuracy", True),
+        "Top-5": (lambda r: percent(r["top5_accuracy"]), "top5_accuracy", True),
+        "Fruit/veg acc.": (lambda r: percent(r["group_accuracy"]), "group_accuracy", True),
+        "Loss": (lambda r: number(r["loss"]), "loss", False),
+        "ECE": (lambda r: number(r["ece"]), "ece", False),
+        "Seeds: mean ± sd": (lambda r: mean_spread(r["seed_mean_accuracy"], r["seed_sd_accuracy"],
+                                                   int(r["seed_runs"])), None, None),
+        "Study acc. (Δ)": (lambda r: f"{percent(r['reference_accuracy'])} ({signed_points(r['accuracy_vs_reference'])})",
+                           None, None),
+    },
+    "cost": {
+        "Model": (lambda r: r["model"], None, None),
+        "Epochs (best)": (lambda r: f"{int(r['epochs_run'])} ({int(r['best_epoch'])})", None, None),
+        "Parameters": (lambda r: compact(r["parameters"]), None, None),
+        "ms / image": (lambda r: number(r["inference_ms"], 0), "inference_ms", False),
+        "Train min": (lambda r: number(r["train_minutes"], 1), "train_minutes", False),
+    },
 }
 
 
-def overview_display(table):
-    """The rows of ``comparison.overview_table`` as strings, plus a same-shaped boolean frame marking the
-    best value of each column where "best" has a direction."""
+def overview_display(table, part: str = "accuracy"):
+    """The rows of ``comparison.overview_table`` as the strings of one Overview table (``part``: a key of
+    ``OVERVIEW_COLUMNS``), plus a same-shaped boolean frame marking the best value of each column where
+    "best" has a direction."""
+    columns = OVERVIEW_COLUMNS[part]
     shown = pd.DataFrame({name: [build(row) for _, row in table.iterrows()]
-                          for name, (build, _, _) in OVERVIEW_COLUMNS.items()}, index=table.index)
+                          for name, (build, _, _) in columns.items()}, index=table.index)
     best = pd.DataFrame(False, index=table.index, columns=shown.columns)
-    for name, (_, source, higher) in OVERVIEW_COLUMNS.items():
+    for name, (_, source, higher) in columns.items():
         if source is not None and table[source].notna().any():
             best[name] = table[source] == (table[source].max() if higher else table[source].min())
     return shown, best
+
+
+def _photo_path(file: str) -> tuple[str, str | None]:
+    """'train/apple/Image_10.jpg' -> ('Image_10.jpg', 'train'); no split folder -> (name, None)."""
+    *folders, name = file.replace("\\", "/").split("/")
+    return name, (folders[0] if len(folders) >= 2 else None)
+
+
+def test_photo(file: str) -> str:
+    """A test photo named by file and origin, not by its dataset path ('train/apple/Image_10.jpg' next to
+    "test split" reads as a training photo): "Image_10.jpg (dataset folder train/)"."""
+    name, folder = _photo_path(file)
+    return name if folder is None else f"{name} (dataset folder {folder}/)"
+
+
+def test_photo_origin(file: str) -> str:
+    """The same, in a sentence that also says where the photo is now: "Image_10.jpg, from the dataset's
+    train/ folder; in this result set's test split"."""
+    name, folder = _photo_path(file)
+    where = f", from the dataset's {folder}/ folder;" if folder else ","
+    return f"{name}{where} in this result set's test split"

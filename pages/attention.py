@@ -4,12 +4,13 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core import comparison, explain
+from core import comparison, explain, formatting
 from pages import common
 
 ALL_CLASSES = "all classes"
 OUTCOMES = {"right or wrong": None, "right": True, "wrong": False}  # that model's prediction
 PHOTO_SIDE = 320
+MAP_PX = 145  # six maps fill a 1400 px screen
 PLACEHOLDER_GREY = "#9e9e9e"
 FLAT_RANGE = 0.05  # maps are scaled to 0..1 per image; less spread than this shows as one flat colour
 
@@ -90,7 +91,7 @@ if chosen.empty:
 right_counts = comparison.models_right(chosen)
 # The image table's index is the position in the predictions, which the stored maps share.
 labels = {
-    position: f"{row.true} · {row.file} · {right_counts[position]} of {len(rs.models)} models right"
+    position: f"{row.true} · {formatting.test_photo(row.file)} · {right_counts[position]} of {len(rs.models)} models right"
     for position, row in zip(chosen.index, chosen.itertuples())
 }
 position = st.selectbox(f"Test image ({len(chosen)} match)", list(labels), format_func=labels.get, key="attention_image")
@@ -99,16 +100,18 @@ row = images.loc[position]
 photo_column, controls = st.columns([1, 2])
 with controls:
     opacity = st.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="attention_opacity")
-    of_true = st.toggle("Grad-CAM of the true class (off: of the predicted class)", key="attention_true",
-                        help="For a model that is right the two are the same map.")
+    # A short label: a longer one is cut on a narrow screen; the alternative is in the help.
+    of_true = st.toggle("Grad-CAM of the true class", key="attention_true",
+                        help="Off: of each model's predicted class. For a model that is right the two are the same map.")
     st.markdown(f"True class **{row['true']}**; {right_counts[position]} of {len(rs.models)} models are right.")
 photo = comparison.read_test_photo(rs, row["file"], row["true"], PHOTO_SIDE)
 with photo_column:
     if photo is None:
         photo = Image.new("RGB", (PHOTO_SIDE, PHOTO_SIDE), PLACEHOLDER_GREY)
-        st.image(photo, caption=f"{row['file']}: photo not here (no dataset, no sample); maps drawn on grey")
+        st.image(photo, caption=f"{formatting.test_photo(row['file'])}: photo not here (no dataset, no sample); "
+                 "maps drawn on grey")
     else:
-        st.image(photo, caption=f"{row['true']} · {row['file']}")
+        st.image(photo, caption=f"{row['true']} · {formatting.test_photo_origin(row['file'])}")
 
 gradcam = "gradcam_true" if of_true else "gradcam_pred"
 maps = {m: stored_maps(*common.key(rs), m, _rs=rs) for m in rs.models}
@@ -119,15 +122,21 @@ map_rows = [
 ]
 for heading, kind in map_rows:
     st.markdown(f"**{heading}**")
-    for column, model_id in zip(st.columns(len(rs.models)), rs.models):
-        with column:
-            if kind not in maps[model_id]:
-                st.caption(f"{common.title(model_id)}: no attention layer")
-                continue
-            heatmap = maps[model_id][kind][position]
-            caption = prediction_caption(row, model_id, row["true"] if kind == "gradcam_true" else None)
-            if kind != "attention" and flat(heatmap):
-                caption += " · flat map: no region raises this class"
-            if kind != "attention" and model_id in failing:
-                caption += " · map fails the sanity check"
-            st.image(explain.overlay(photo, heatmap, opacity), caption=caption, width="stretch")
+    # Fixed-width tiles in a wrapping row: six side by side on a wide screen, three per row on a narrow one,
+    # where six columns would squeeze each caption to a word per line.
+    with st.container(horizontal=True):
+        for model_id in rs.models:
+            with st.container(width=MAP_PX):
+                if kind not in maps[model_id]:
+                    st.caption(f"{common.title(model_id)}: no attention layer")
+                    continue
+                heatmap = maps[model_id][kind][position]
+                caption = prediction_caption(row, model_id, row["true"] if kind == "gradcam_true" else None)
+                if kind != "attention" and model_id in failing:
+                    caption += " · map fails the sanity check"
+                if kind != "attention" and flat(heatmap):
+                    # A flat map drawn in colour is one even blue that reads as "looked everywhere": show the
+                    # photo itself and say so.
+                    st.image(photo, caption=caption + " · flat map: no region raises this class", width="stretch")
+                else:
+                    st.image(explain.overlay(photo, heatmap, opacity), caption=caption, width="stretch")

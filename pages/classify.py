@@ -3,10 +3,9 @@
 import os
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from core import explain, features, groups, headline, images, inference, reports
+from core import explain, features, formatting, groups, headline, images, inference, reports
 from pages import common
 
 st.title("Classify a photo")
@@ -47,8 +46,7 @@ def unknown_flags(path: str, stamp: str, weights_dir: str | None, digest: str, _
 
 def sample_label(file, class_name: str) -> str:
     """Unique (Streamlit keeps a selectbox's choice by its label) and clear about where the photo came from."""
-    folder, _, name = file.stem.replace("__", "/").rpartition("/")
-    return f"{class_name} · {name} (dataset folder {folder}/)"
+    return f"{class_name} · {formatting.test_photo(file.stem.replace('__', '/'))}"
 
 
 with_weights = [common.title(m) for m in rs.models if rs.has_weights(m)]
@@ -77,8 +75,8 @@ with sample_tab:
         "Sample from the test split", [None, *range(len(samples))],
         # The whole path: Streamlit keeps a selectbox's choice by its label, so labels must be unique.
         format_func=lambda i: "(none)" if i is None else sample_label(samples[i][0], samples[i][1]),
-        help="The test photos of the result set; the models never saw them in training. The folder in brackets "
-        "is where the photo lies in the downloaded dataset; the result set's own split put it in the test split.",
+        help="Test photos of the result set: the models never saw them in training. The folder in brackets is "
+        "where the photo lies in the downloaded dataset; the result set's own split put it in its test split.",
     )
 source = uploaded or photo or (samples[choice][0] if choice is not None else None)
 # One slot for the hint and the progress note, so the note replaces the hint instead of drawing over it.
@@ -134,16 +132,11 @@ with st.expander(f"Classes this result set knows ({len(class_names)})"):
                     f"**{', '.join(missing)}**.")
 
 
-def top5_chart(top, colour):
-    names = [c for c, _ in top][::-1]
-    probs = [p for _, p in top][::-1]
-    figure = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colour,
-                              text=[f"{p:.0%}" for p in probs], textposition="auto", cliponaxis=False))
-    # Room on the right, and automatic room for the class names on the left: a tiny bar's value sits just
-    # outside it, and a narrow card would otherwise cut both.
-    figure.update_layout(height=170, margin=dict(l=0, r=36, t=0, b=0), xaxis=dict(range=[0, 1], visible=False),
-                         yaxis=dict(automargin=True))
-    return figure
+def top5_bars(top) -> None:
+    """Each class with its probability written out: a label that wraps, never clipped on a narrow card, and a
+    value even where the bar is too short to hold one."""
+    for name, probability in top:
+        st.progress(float(probability), text=f"{name} {probability:.0%}")
 
 
 @st.fragment
@@ -176,8 +169,7 @@ def model_cards():
                         index = class_names.index(top_class if target.startswith("each") else target)
                         heatmap, caption = explanation.gradcam[0, index], f"Grad-CAM for {class_names[index]}"
                     st.image(explain.overlay(image, heatmap, opacity), caption=caption, width="stretch")
-                st.plotly_chart(top5_chart(answer["top"], common.MODEL_COLOURS[model_id]), width="stretch",
-                                key=f"top5-{model_id}", config={"displayModeBar": False})
+                top5_bars(answer["top"])
 
 
 model_cards()

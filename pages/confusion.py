@@ -5,13 +5,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from core import comparison
+from core import comparison, formatting
 from pages import common, multiset
 
 PAIR = "confusion_pair"  # (true, predicted) whose test images are shown; set by the list or a chart click
 CHART = "confusion_chart"
 PAIR_MODEL = "confusion_pair_model"  # the model the chosen pair was chosen for
-GRID_COLUMNS = 4  # leaves room for each model's prediction on one line
+TILE_PX = 220  # four tiles fill a 1400 px screen; each model's prediction fits on one line
 MOST_TILES = 12  # per grid, the rest only counted: every photo is read from disk on first view
 THUMBNAIL_SIDE = 200
 PLACEHOLDER_GREY = "#d9d9d9"
@@ -86,10 +86,10 @@ def image_grid(rs, table: pd.DataFrame) -> None:
         return
     if len(table) > MOST_TILES:
         st.caption(f"The first {MOST_TILES} of {len(table)} test images.")
-    rows = table.head(MOST_TILES).to_dict("records")
-    for start in range(0, len(rows), GRID_COLUMNS):
-        for column, row in zip(st.columns(GRID_COLUMNS), rows[start : start + GRID_COLUMNS]):
-            with column:
+    # Fixed-width tiles in a wrapping row: four side by side on a wide screen, fewer (never squeezed) on a narrow one.
+    with st.container(horizontal=True):
+        for row in table.head(MOST_TILES).to_dict("records"):
+            with st.container(width=TILE_PX):
                 image_tile(rs, row)
 
 
@@ -112,7 +112,8 @@ images = image_table(*common.key(rs), _rs=rs)
 order = comparison.ordered_classes(rs)
 breaks = comparison.group_breaks(order, rs.groups)
 
-left, right = st.columns([2, 1])
+# Equal halves: a narrow screen still has room for the toggle's whole label.
+left, right = st.columns(2, vertical_alignment="bottom")
 with left:
     model_id = common.model_picker(rs, "Model", key_name="confusion_model")
 # A pair clicked for one model says nothing about another: a new model starts without a chosen pair.
@@ -138,8 +139,9 @@ with left:
     if pairs.empty:
         st.success(f"{common.title(model_id)} classifies every test image correctly.")
     else:
-        st.dataframe(pairs.head(10), hide_index=True, width="stretch", column_config={
-            "share of true class": st.column_config.NumberColumn(format="percent"),
+        st.dataframe(formatting.percent_points(pairs.head(10), ["share of true class"]), hide_index=True,
+                     width="stretch", column_config={
+            "share of true class": st.column_config.NumberColumn(format=formatting.PERCENT_FORMAT),
         })
 with right:
     st.subheader("Test images of a pair")
@@ -155,14 +157,18 @@ if pair is not None:
     image_grid(rs, comparison.cell_images(images, model_id, true, predicted))
 
 st.subheader("Per class: precision, recall, F1")
-per_class = comparison.per_class_table(rs, model_id)
+per_class = formatting.percent_points(comparison.per_class_table(rs, model_id), ["precision", "recall", "f1"])
+
+
+def share_bar(name: str, help_text: str):
+    return st.column_config.ProgressColumn(name, format=formatting.PERCENT_FORMAT, min_value=0, max_value=100,
+                                           help=help_text)
+
+
 st.dataframe(per_class, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(per_class) + 1) + 3, column_config={
-    "precision": st.column_config.ProgressColumn("Precision", format="percent", min_value=0, max_value=1,
-                                                 help="Of the images predicted as this class, the share that are of it"),
-    "recall": st.column_config.ProgressColumn("Recall", format="percent", min_value=0, max_value=1,
-                                              help="Of the images of this class, the share found: per-class accuracy"),
-    "f1": st.column_config.ProgressColumn("F1", format="percent", min_value=0, max_value=1,
-                                          help="Harmonic mean of precision and recall"),
+    "precision": share_bar("Precision", "Of the images predicted as this class, the share that are of it"),
+    "recall": share_bar("Recall", "Of the images of this class, the share found: per-class accuracy"),
+    "f1": share_bar("F1", "Harmonic mean of precision and recall"),
     "support": st.column_config.NumberColumn("Test images"),
 })
 

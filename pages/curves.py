@@ -9,9 +9,10 @@ from pages import common, multiset
 st.title("Training curves")
 rs = common.result_set()
 
-left, middle, right = st.columns([3, 2, 2])
-chosen = left.multiselect("Models", list(rs.models), default=list(rs.models), format_func=common.title)
-metric = middle.radio("Metric", ["loss", "accuracy"], horizontal=True)
+# The models on a row of their own: six names in a third of a narrow screen are cut to two.
+chosen = st.multiselect("Models", list(rs.models), default=list(rs.models), format_func=common.title)
+left, right = st.columns(2)
+metric = left.radio("Metric", ["loss", "accuracy"], horizontal=True)
 x_axis = right.radio("X axis", ["epoch", "elapsed time"], horizontal=True)
 smoothing = st.slider(
     "Smoothing", 0.0, 0.95, 0.0, 0.05,

@@ -10,6 +10,7 @@ from core import audit, dataset, images
 from pages import common
 
 THUMBNAIL_PX = 240
+THUMBNAIL_TILE_PX = 140  # six sample photos fill a 1400 px screen
 PAIRS_PER_PAGE = 12
 SAMPLES_PER_CLASS = 6
 SPLIT_COLOURS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b", audit.ALL: "#4c78a8"}
@@ -49,6 +50,11 @@ def show_counts(table) -> None:
     right.plotly_chart(figure, width="stretch")
 
 
+def metric_row():
+    """A wrapping row for metrics, each as wide as its label and value: equal columns cut both on a narrow screen."""
+    return st.container(horizontal=True, gap="large")
+
+
 def show_picture(root: Path, file: dataset.ImageFile, caption: str) -> None:
     try:
         st.image(thumbnail(str(root / file.path)), caption=caption, width="stretch")
@@ -63,13 +69,13 @@ def show_recorded(rs) -> None:
         f"Split policy **{plan.policy}** · seed {plan.seed} · near-duplicate threshold "
         f"{plan.near_duplicate_bits} bits · dataset fingerprint `{plan.fingerprint[:12]}`"
     )
-    cells = st.columns(4)
-    cells[0].metric("Images in the split", sum(len(files) for files in plan.files.values()))
-    cells[1].metric("Unreadable files skipped", len(plan.skipped))
-    cells[2].metric("Copies dropped", len(plan.dropped_copies),
-                    help="Byte-identical copies of an image within one class: kept once, so no photo counts twice")
-    cells[3].metric("Leaked into validation / test", f"{len(plan.leaked['validation'])} / {len(plan.leaked['test'])}",
-                    help="Images with an exact or near duplicate in train")
+    with metric_row():
+        st.metric("Images in the split", sum(len(files) for files in plan.files.values()), width="content")
+        st.metric("Unreadable files skipped", len(plan.skipped), width="content")
+        st.metric("Copies dropped", len(plan.dropped_copies), width="content",
+                  help="Byte-identical copies of an image within one class: kept once, so no photo counts twice")
+        st.metric("Leaked into validation / test", f"{len(plan.leaked['validation'])} / {len(plan.leaked['test'])}",
+                  width="content", help="Images with an exact or near duplicate in train")
     st.subheader("Images per split and class")
     show_counts(audit.counts_table(plan.counts()))
     with st.expander(f"Skipped files ({len(plan.skipped)}) and dropped copies ({len(plan.dropped_copies)})"):
@@ -90,10 +96,11 @@ def show_recorded(rs) -> None:
 
 def show_pairs(result: audit.Audit) -> None:
     st.subheader("Duplicate pairs")
-    controls = st.columns([2, 1, 1], vertical_alignment="bottom")
-    kind = controls[0].segmented_control("Kind", ["Exact", "Near", "Both"], default="Both", required=True)
-    cross_split = controls[1].checkbox("Across splits only")
-    cross_class = controls[2].checkbox("Across classes only")
+    # A wrapping row, each control as wide as its label: fixed columns cut the labels on a narrow screen.
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="large"):
+        kind = st.segmented_control("Kind", ["Exact", "Near", "Both"], default="Both", required=True)
+        cross_split = st.checkbox("Across splits only", width="content")
+        cross_class = st.checkbox("Across classes only", width="content")
     pairs = {"Exact": result.exact_pairs, "Near": result.near_pairs, "Both": result.pairs}[kind]
     pairs = [p for p in pairs if (p.cross_split or not cross_split) and (p.cross_class or not cross_class)]
     if not pairs:
@@ -115,7 +122,8 @@ def show_pairs(result: audit.Audit) -> None:
                 for side, file in zip(st.columns(2), (pair.a, pair.b)):
                     with side:
                         split = audit.split_name(file.folder_split)
-                        show_picture(result.root, file, f"{file.path}  \n{file.label} · {split}")
+                        # The file name, class and split say what the path does, in words that wrap whole.
+                        show_picture(result.root, file, f"{Path(file.path).name}  \n{file.label} · {split}")
 
 
 def show_audit(folder: Path, rs) -> None:
@@ -140,19 +148,19 @@ def show_audit(folder: Path, rs) -> None:
                  "photos, optionally inside train/, validation/ and test/ folders.")
         return
     summary = result.to_json()
-    cells = st.columns([1, 1, 1, 1, 1.3])
-    cells[0].metric("Images", result.images, help=f"{len(result.skipped)} unreadable file(s) skipped")
-    cells[1].metric("Exact pairs", len(result.exact_pairs),
-                    help=f"{summary['exact_breakdown']['cross_split']} across splits, "
-                    f"{summary['exact_breakdown']['cross_class']} across classes")
-    cells[2].metric("Near pairs", len(result.near_pairs),
-                    help=f"Different bytes, same photo. {summary['near_breakdown']['cross_split']} across splits, "
-                    f"{summary['near_breakdown']['cross_class']} across classes")
-    cells[3].metric("Test seen in train", f"{result.test_with_train_duplicate}/{result.split_size('test')}",
-                    help="Test images with an exact or near duplicate in the train folder")
-    cells[4].metric("Validation seen in train",
-                    f"{result.validation_with_train_duplicate}/{result.split_size('validation')}",
-                    help="Validation images with an exact or near duplicate in the train folder")
+    with metric_row():
+        st.metric("Images", result.images, help=f"{len(result.skipped)} unreadable file(s) skipped", width="content")
+        st.metric("Exact pairs", len(result.exact_pairs), width="content",
+                  help=f"{summary['exact_breakdown']['cross_split']} across splits, "
+                  f"{summary['exact_breakdown']['cross_class']} across classes")
+        st.metric("Near pairs", len(result.near_pairs), width="content",
+                  help=f"Different bytes, same photo. {summary['near_breakdown']['cross_split']} across splits, "
+                  f"{summary['near_breakdown']['cross_class']} across classes")
+        st.metric("Test seen in train", f"{result.test_with_train_duplicate}/{result.split_size('test')}",
+                  width="content", help="Test images with an exact or near duplicate in the train folder")
+        st.metric("Validation seen in train",
+                  f"{result.validation_with_train_duplicate}/{result.split_size('validation')}", width="content",
+                  help="Validation images with an exact or near duplicate in the train folder")
     leaked = rs.manifest["dataset_summary"]["leaked"]["test"]
     if rs.config["split"] == "clean":
         st.caption(
@@ -171,10 +179,10 @@ def show_audit(folder: Path, rs) -> None:
 
     st.subheader("Sample photos")
     label = st.selectbox("Class", list(result.counts.index))
-    examples = result.examples(label, SAMPLES_PER_CLASS)
-    for column, file in zip(st.columns(len(examples)), examples):
-        with column:
-            show_picture(result.root, file, file.path)
+    with st.container(horizontal=True):
+        for file in result.examples(label, SAMPLES_PER_CLASS):
+            with st.container(width=THUMBNAIL_TILE_PX):
+                show_picture(result.root, file, f"{Path(file.path).name}  \n{audit.split_name(file.folder_split)}")
 
     show_pairs(result)
 
