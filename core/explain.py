@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
 from PIL import Image
@@ -24,7 +23,7 @@ class Explanation:
     """A batch of predictions with their maps, all at the model's feature-map resolution."""
 
     probs: np.ndarray  # (B, C)
-    gradcam: np.ndarray  # (B, C, h, w) in [0, 1], one map per class
+    gradcam: np.ndarray | None  # (B, C, h, w) in [0, 1], one map per class; None: classified without maps
     attention: np.ndarray | None  # (B, h, w) in [0, 1]; None for models without attention
 
 
@@ -83,6 +82,8 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.45, colormap: str = "jet") -> Image.Image:
     """The photo with the heatmap drawn over it in colour."""
+    import matplotlib  # here, not at the top: the command line never draws, and pays for no plotting import
+
     heat = upsample(heatmap, image.size)
     colours = (matplotlib.colormaps[colormap](heat)[..., :3] * 255).astype(np.uint8)
     return Image.blend(image.convert("RGB"), Image.fromarray(colours), float(opacity))

@@ -2,7 +2,10 @@
 
 The six models share work: the frozen trunk of VGG16 (and of ResNet50) is identical in both models of that
 backbone, so it runs once per photo for the pair; each model then runs only its own top, with Grad-CAM for
-every class and the attention map in the same compiled graph (see ``core.explain``).
+every class and the attention map in the same compiled graph (see ``core.explain``). Loading shares too:
+each ImageNet backbone is built and its weights read once for both of its models and the open-set features
+(``models.build_backbone_models``). ``Predictor`` is the command line's lighter path: probabilities and the
+open-set verdict only, uncompiled.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import artifacts, images, models
+from core import artifacts, images, models, openset
 from core.explain import Explainer, Explanation
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -22,33 +25,77 @@ class ModelUnavailable(RuntimeError):
     """A model of the result set cannot be loaded; the message says why."""
 
 
+@dataclass
+class LoadedModels:
+    """The models of a result set that loaded, why the others did not, and the pooled ImageNet features."""
+
+    models: dict[str, keras.Model]  # in MODEL_IDS order
+    problems: dict[str, str]
+    # backbone -> model from its trunk output to the pooled ImageNet features (what the open-set verdict reads)
+    pooled_features: dict[str, keras.Model]
+
+
+def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=None) -> LoadedModels:
+    """Rebuild the result set's models (``model_ids``, default all): whole from a .keras file, or ImageNet
+    backbone plus stored trained part, each backbone built once for both of its models
+    (``models.build_backbone_models``)."""
+    wanted = [m for m in MODEL_IDS if m in (model_ids or result_set.models)]
+    problems = {m: p for m, p in result_set.problems.items() if model_ids is None or m in model_ids}
+    loaded, pooled, families = {}, {}, {}
+    for model_id in wanted:
+        info = result_set.models[model_id]
+        if not result_set.has_weights(model_id):
+            problems[model_id] = (
+                f"this result set carries no weights for it ({result_set.weights_path(model_id).name} was stripped: "
+                "the set is kept for comparison)"
+            )
+        elif not info["backbone"]:
+            path = result_set.weights_path(model_id)
+            try:
+                loaded[model_id] = keras.saving.load_model(path, compile=False, safe_mode=True)
+            except (OSError, ValueError) as err:
+                problems[model_id] = f"{path.name} cannot be loaded: {err}"
+        else:
+            key = (info["backbone"], info["backbone_weights"], info["num_classes"], info["image_size"])
+            families.setdefault(key, []).append(model_id)
+    for (backbone, backbone_weights, num_classes, image_size), family in families.items():
+        try:
+            weights = "random" if backbone_weights == "random" else models.imagenet_weights(backbone, weights_dir)
+            dropouts = {m: result_set.models[m]["dropout"] for m in family}
+            built, pooled_features = models.build_backbone_models(dropouts, num_classes, image_size, weights)
+        except models.WeightsUnavailable as err:
+            problems.update({m: str(err) for m in family})
+            continue
+        except (OSError, ValueError) as err:
+            problems.update({m: f"the {backbone} backbone cannot be built: {err}" for m in family})
+            continue
+        # One trunk for the family, so one check of its weights against what each model was trained with.
+        trunk_check = models.trunk_signature(built[family[0]], MODEL_SPECS[family[0]])
+        for model_id in family:
+            expected = result_set.models[model_id]["trunk_signature"]
+            path = result_set.weights_path(model_id)
+            if not np.isclose(trunk_check, expected, rtol=1e-3, atol=1e-4):
+                problems[model_id] = (
+                    f"the {backbone} weights found differ from those it was trained with "
+                    f"(trunk check {trunk_check:.4g} vs {expected:.4g})"
+                )
+                continue
+            try:
+                models.trained_part(built[model_id], MODEL_SPECS[model_id]).load_weights(path)
+            except (OSError, ValueError) as err:
+                problems[model_id] = f"{path.name} cannot be loaded: {err}"
+                continue
+            loaded[model_id] = built[model_id]
+            pooled[backbone] = pooled_features
+    return LoadedModels({m: loaded[m] for m in MODEL_IDS if m in loaded}, problems, pooled)
+
+
 def load_model(result_set: artifacts.ResultSet, model_id: str, weights_dir=None) -> keras.Model:
-    """Rebuild a trained model: whole from its .keras file, or ImageNet trunk plus stored top."""
-    info = result_set.models[model_id]
-    path = result_set.weights_path(model_id)
-    if not result_set.has_weights(model_id):
-        raise ModelUnavailable(
-            f"this result set carries no weights for it ({path.name} was stripped: the set is kept for comparison)"
-        )
-    try:
-        if not info["backbone"]:
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
-        spec = MODEL_SPECS[model_id]
-        weights = "random" if info["backbone_weights"] == "random" else models.imagenet_weights(info["backbone"], weights_dir)
-        model = models.build_model(model_id, info["num_classes"], info["image_size"], info["dropout"], weights)
-        models.trained_part(model, spec).load_weights(path)
-    except models.WeightsUnavailable as err:
-        raise ModelUnavailable(str(err)) from err
-    except (OSError, ValueError) as err:
-        raise ModelUnavailable(f"{path.name} cannot be loaded: {err}") from err
-    expected = info["trunk_signature"]
-    actual = models.trunk_signature(model, spec)
-    if not np.isclose(actual, expected, rtol=1e-3, atol=1e-4):
-        raise ModelUnavailable(
-            f"the {info['backbone']} weights found differ from those it was trained with "
-            f"(trunk check {actual:.4g} vs {expected:.4g})"
-        )
-    return model
+    """One model of the result set; raises ModelUnavailable with the reason when it cannot be loaded."""
+    loaded = load_models(result_set, weights_dir, [model_id])
+    if model_id not in loaded.models:
+        raise ModelUnavailable(loaded.problems[model_id])
+    return loaded.models[model_id]
 
 
 @dataclass
@@ -91,12 +138,61 @@ class Classifier:
         return self.classify(images.to_array(image, self.image_size)[None])
 
 
+class Predictor:
+    """Class probabilities, and the open-set verdict, without maps, run layer by layer: for a command that
+    answers a few photos and exits.
+
+    The same layers as ``Classifier``, shared the same way (each backbone's trunk once per photo), but not
+    compiled: tracing and optimising a graph per model costs more than it saves over a few photos, and the
+    Grad-CAM Jacobians are not needed. The open-set features come from the ImageNet backbone the models were
+    built around, so no backbone is built again for them.
+    """
+
+    def __init__(self, loaded: LoadedModels, openset_stored: tuple[dict, dict] | None):
+        self.model_ids = list(loaded.models)
+        spec_of = {m: MODEL_SPECS[m] for m in self.model_ids}
+        self.image_size = int(next(iter(loaded.models.values())).input.shape[1])
+        self.trunks, self.tops = {}, {}
+        for model_id, spec in spec_of.items():
+            model = loaded.models[model_id]
+            if spec.backbone and spec.backbone not in self.trunks:
+                self.trunks[spec.backbone] = models.trunk_model(model, spec)
+            self.tops[model_id] = models.top_model(model, spec)
+        self.pooled = loaded.pooled_features
+        self.openset_info, self.detectors = None, None
+        if openset_stored is not None:
+            info, arrays = openset_stored
+            needed = set(info["detectors"][openset.ENSEMBLE]["backbones"])
+            if info["image_size"] == self.image_size and needed <= set(self.pooled) & set(self.trunks):
+                self.openset_info, self.detectors = info, openset.from_stored(info, arrays)
+
+    @property
+    def judges_open_set(self) -> bool:
+        """Whether the result set's open-set verdict comes with the answers (else None where it has one)."""
+        return self.detectors is not None
+
+    def __call__(self, photos: np.ndarray) -> tuple[Classification, dict[str, np.ndarray] | None]:
+        """``photos``: (B, size, size, 3) uint8 -> the models' probabilities (no maps) and the open-set flags
+        ``{model id or "ensemble": (B,) bool}`` (None without a verdict)."""
+        x = tf.convert_to_tensor(photos, tf.float32)
+        trunk_outputs = {b: trunk(x, training=False) for b, trunk in self.trunks.items()}
+        results = {}
+        for model_id, top in self.tops.items():
+            probs = top(trunk_outputs.get(MODEL_SPECS[model_id].backbone, x), training=False)
+            results[model_id] = Explanation(np.asarray(probs), None, None)
+        flags = None
+        if self.judges_open_set:
+            features = {b: openset.normalise(np.asarray(self.pooled[b](trunk_outputs[b], training=False))) for b in self.trunks}
+            flags = openset.verdicts(self.openset_info, self.detectors, features, self.model_ids)
+        return Classification(results), flags
+
+    def classify_image(self, image) -> tuple[Classification, dict[str, bool] | None]:
+        """One validated PIL image (see ``images.read_image``)."""
+        classification, flags = self(images.to_array(image, self.image_size)[None])
+        return classification, None if flags is None else {name: bool(f[0]) for name, f in flags.items()}
+
+
 def load_classifier(result_set: artifacts.ResultSet, weights_dir=None) -> tuple[Classifier | None, dict[str, str]]:
     """Every model of the result set that loads, and the reasons of those that do not."""
-    loaded, problems = {}, dict(result_set.problems)
-    for model_id in result_set.models:
-        try:
-            loaded[model_id] = load_model(result_set, model_id, weights_dir)
-        except ModelUnavailable as err:
-            problems[model_id] = str(err)
-    return (Classifier(loaded) if loaded else None), problems
+    loaded = load_models(result_set, weights_dir)
+    return (Classifier(loaded.models) if loaded.models else None), loaded.problems

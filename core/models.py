@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from core.specs import BACKBONES, MODEL_SPECS, ModelSpec
+from core.specs import BACKBONES, MODEL_SPECS, Backbone, ModelSpec
 
 CNN_FILTERS = (16, 32, 64, 128, 256)
 ATTENTION_UNITS = 128
@@ -109,6 +109,11 @@ def build_model(
         features = _backbone_features(spec, inputs, weights)
     else:
         features = _cnn_features(inputs)
+    return keras.Model(inputs, _head(features, spec, num_classes, dropout), name=model_id)
+
+
+def _head(features, spec: ModelSpec, num_classes: int, dropout: float):
+    """Pooling (attention or average), dropout and the classifier, on the last feature map."""
     if spec.attention:
         pooled, _ = SpatialAttention(name="attention")(features)
     else:
@@ -118,8 +123,53 @@ def build_model(
     # and a random head on them starts confidently wrong, which the small learning rates of the study
     # (1e-5 for VGG16) take many epochs to undo.
     logits = layers.Dense(num_classes, kernel_initializer="zeros", name="logits")(x)
-    probs = layers.Activation("softmax", dtype="float32", name="probs")(logits)
-    return keras.Model(inputs, probs, name=model_id)
+    return layers.Activation("softmax", dtype="float32", name="probs")(logits)
+
+
+def build_backbone_models(
+    dropouts: dict[str, float], num_classes: int, image_size: int, weights: str | None = "imagenet"
+) -> tuple[dict[str, keras.Model], keras.Model]:
+    """The models of one backbone (``dropouts``: model id -> dropout rate) around a single ImageNet build.
+
+    For loading trained weights: each model has the graph, layers and names ``build_model`` gives it (so
+    ``trained_part`` reads its stored weights), but they share layers. The frozen trunk is one for all; the
+    frozen block above it, with its ImageNet weights, serves the attention model and the pooled ImageNet
+    features (``keras.applications``' ``pooling="avg"``, what the open-set verdict reads); the fine-tuned
+    model gets a copy of that block for its own weights. One backbone built and one weights file read,
+    instead of one per model and another for the features.
+
+    Returns the models and a model from the trunk output to the pooled ImageNet features.
+    """
+    backbone = BACKBONES[MODEL_SPECS[next(iter(dropouts))].backbone]
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    net = _imagenet_backbone(backbone, inputs, weights)
+    trunk_output = net.get_layer(backbone.trunk_output).output
+    imagenet_map = net.get_layer(backbone.last_conv).output
+    built = {}
+    for model_id, dropout in dropouts.items():
+        spec = MODEL_SPECS[model_id]
+        if spec.backbone != backbone.name:
+            raise ValueError(f"{model_id} is not a {backbone.title} model")
+        features = _copy_between(trunk_output, imagenet_map) if spec.finetuned else imagenet_map
+        built[model_id] = keras.Model(inputs, _head(features, spec, num_classes, dropout), name=model_id)
+    return built, keras.Model(trunk_output, layers.GlobalAveragePooling2D()(net.output))
+
+
+def _copy_between(start, end):
+    """``end`` computed again from ``start`` by new layers of the same configuration (names included).
+
+    ``clone_model`` computes exactly that, but hands it back wrapped in a model of its own, detached from
+    ``start``; the tensors its layers produce on ``start`` are kept here as they are made. The last one is
+    the output: layers are called in order of depth and the output alone is at depth 0.
+    """
+    made = []
+
+    def call(layer, *args, **kwargs):
+        made.append(layer(*args, **kwargs))
+        return made[-1]
+
+    keras.models.clone_model(keras.Model(start, end), input_tensors=start, call_function=call)
+    return made[-1]
 
 
 def _cnn_features(inputs):
@@ -144,6 +194,19 @@ def _cnn_features(inputs):
 
 def _backbone_features(spec: ModelSpec, inputs, weights):
     backbone = BACKBONES[spec.backbone]
+    net = _imagenet_backbone(backbone, inputs, weights)
+    trainable_from = net.get_layer(backbone.trunk_output)
+    below = True
+    for layer in net.layers:
+        # The trunk never trains; the fine-tuned models train the block above it, the attention models don't.
+        layer.trainable = not below and spec.finetuned and not isinstance(layer, layers.BatchNormalization)
+        if layer is trainable_from:
+            below = False
+    return net.get_layer(backbone.last_conv).output
+
+
+def _imagenet_backbone(backbone: Backbone, inputs, weights) -> keras.Model:
+    """The ``keras.applications`` backbone (no top) on the preprocessed ``inputs``, with ``weights``."""
     x = CaffePreprocess(name="preprocess")(inputs)
     try:
         net = _APPLICATIONS[backbone.name](
@@ -158,14 +221,7 @@ def _backbone_features(spec: ModelSpec, inputs, weights):
         raise
     if weights == "random":
         _seeded_random_weights(net)
-    trainable_from = net.get_layer(backbone.trunk_output)
-    below = True
-    for layer in net.layers:
-        # The trunk never trains; the fine-tuned models train the block above it, the attention models don't.
-        layer.trainable = not below and spec.finetuned and not isinstance(layer, layers.BatchNormalization)
-        if layer is trainable_from:
-            below = False
-    return net.get_layer(backbone.last_conv).output
+    return net
 
 
 def _seeded_random_weights(net: keras.Model) -> None:

@@ -12,7 +12,10 @@ Quiet: TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL and are writt
 descriptor 2, so while TensorFlow loads and first runs, fd 2 points at /dev/null and Python's ``sys.stderr``
 at a copy of the real stderr: Python-level messages and tracebacks still reach the terminal. Keras' download
 messages (print to stdout) go to stderr; TensorFlow's Python warnings (e.g. retracing) are turned off.
-Quick: the images are read and validated first, so bad files alone never pay for loading TensorFlow.
+Quick: the images are read and validated first, so bad files alone never pay for loading TensorFlow;
+Keras' optional scikit-learn and pyplot imports are skipped; each ImageNet backbone is built once for both
+of its models and the open-set features; the models run uncompiled and without maps
+(``inference.Predictor``): for one photo, tracing graphs costs more than it saves.
 """
 
 import argparse
@@ -48,6 +51,29 @@ def native_stderr_silenced():
         sys.stderr = python_stderr
 
 
+# Imported by Keras when installed, used by nothing here: its scikit-learn wrapper and its image-gallery plot.
+UNUSED_OPTIONAL_IMPORTS = ("sklearn", "matplotlib.pyplot")
+
+
+@contextlib.contextmanager
+def optional_imports_skipped(names):
+    """Make ``import NAME`` fail inside the block, as if the package were not installed, then undo it.
+
+    Keras imports scikit-learn and matplotlib's pyplot if present, each behind ``try: import ... except
+    ImportError``; together with SciPy they are seconds of a start-up that uses neither.
+    """
+    skipped = {name: sys.modules.get(name) for name in names}
+    sys.modules.update(dict.fromkeys(names))
+    try:
+        yield
+    finally:
+        for name, module in skipped.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
 def error_line(path: str, err: BaseException) -> str:
     return f"error: {path}: {err}"
 
@@ -81,7 +107,8 @@ def main(argv=None) -> int:
         return 1
 
     with native_stderr_silenced(), contextlib.redirect_stdout(sys.stderr):
-        import tensorflow as tf
+        with optional_imports_skipped(UNUSED_OPTIONAL_IMPORTS):
+            import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")
         from core import artifacts, features, inference, openset, reports
@@ -91,17 +118,21 @@ def main(argv=None) -> int:
         except artifacts.ResultSetError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        classifier, problems = inference.load_classifier(result_set, args.weights_dir)
-        for model_id, reason in problems.items():
+        loaded = inference.load_models(result_set, args.weights_dir)
+        for model_id, reason in loaded.problems.items():
             print(f"warning: {model_id} unavailable: {reason}", file=sys.stderr)
-        if classifier is None:
+        if not loaded.models:
             print("error: no model of the result set could be loaded", file=sys.stderr)
             return 2
-        verdict = features.load_verdict(result_set, args.weights_dir)
+        predictor = inference.Predictor(loaded, result_set.openset())
+        # The verdict's backbones come with the models; only a set lacking them builds its own.
+        verdict = None if predictor.judges_open_set else features.load_verdict(result_set, args.weights_dir)
 
         def summarise(image):
-            summary = reports.summarise(classifier.classify_image(image), result_set, top=args.top)
-            flags = None if verdict is None else verdict.for_image(image, summary["models"])
+            classification, flags = predictor.classify_image(image)
+            summary = reports.summarise(classification, result_set, top=args.top)
+            if verdict is not None:
+                flags = verdict.for_image(image, summary["models"])
             return openset.mark_unknown(summary, flags)
 
         summaries = [summarise(image) for _, image in photos[:1]]

@@ -42,9 +42,15 @@ def test_bad_file_alone_one_stderr_line(photos):
     assert done.stderr == f"error: {photos['bad.jpg']}: {NOT_AN_IMAGE}\n"
 
 
+@pytest.fixture(scope="module")
+def mixed_run(photos):
+    """Two good photos (JPEG and HEIC) and a bad file, with --json."""
+    return run_cli("--json", photos["photo.jpg"], photos["bad.jpg"], photos["photo.heic"])
+
+
 @needs_shared(SHARED_WEIGHTS)
-def test_good_photos_answer_only_and_bad_file_one_line(photos):
-    mixed = run_cli("--json", photos["photo.jpg"], photos["bad.jpg"], photos["photo.heic"])
+def test_good_photos_answer_only_and_bad_file_one_line(photos, mixed_run):
+    mixed = mixed_run
     assert mixed.returncode == 1
     assert mixed.stderr == f"error: {photos['bad.jpg']}: {NOT_AN_IMAGE}\n"
     records = [json.loads(line) for line in mixed.stdout.splitlines()]
@@ -61,3 +67,27 @@ def test_good_photos_answer_only_and_bad_file_one_line(photos):
     assert one.stderr == ""
     summary = {k: v for k, v in records[0].items() if k != "file"}
     assert one.stdout == reports.format_summary(photos["photo.jpg"], summary) + "\n"
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_answer_equals_the_in_process_classifier_and_verdict(photos, mixed_run):
+    """The command line's quick path (uncompiled, no maps, verdict on the models' own ImageNet backbones)
+    answers as the app's path does: the compiled classifier with maps, and the verdict's own backbones."""
+    from core import artifacts, features, images, inference, openset
+
+    record = json.loads(mixed_run.stdout.splitlines()[0])
+    result_set = artifacts.open_result_set(ROOT / "artifacts")
+    classifier, problems = inference.load_classifier(result_set, SHARED_WEIGHTS)
+    assert problems == {}
+    image = images.read_image(photos["photo.jpg"])
+    expected = reports.summarise(classifier.classify_image(image), result_set, top=len(result_set.class_names))
+    verdict = features.load_verdict(result_set, SHARED_WEIGHTS)
+    expected = openset.mark_unknown(expected, verdict.for_image(image, expected["models"]))
+    for name, answer in [*record["models"].items(), ("ensemble", record["ensemble"])]:
+        reference = expected["ensemble"] if name == "ensemble" else expected["models"][name]
+        everything = dict(reference["top"])
+        assert [c for c, _ in answer["top"]] == [c for c, _ in reference["top"][:3]], name
+        for class_name, prob in answer["top"]:
+            assert prob == pytest.approx(everything[class_name], abs=1e-5), (name, class_name)
+        assert answer["unknown"] == reference["unknown"], name
+        assert answer["group_probability"] == pytest.approx(reference["group_probability"], abs=1e-5), name

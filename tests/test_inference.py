@@ -2,20 +2,26 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_CLASSES, make_photo
-from core import artifacts, explain, images, inference, reports
-from core.specs import MODEL_IDS
+from core import artifacts, explain, images, inference, models, openset, reports
+from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_results):
+def loaded_models(tiny_results):
     rs = artifacts.open_result_set(tiny_results)
-    classifier, problems = inference.load_classifier(rs)
-    assert problems == {}
-    return rs, classifier
+    return rs, inference.load_models(rs)
+
+
+@pytest.fixture(scope="module")
+def loaded(loaded_models):
+    rs, models_loaded = loaded_models
+    assert models_loaded.problems == {}
+    return rs, inference.Classifier(models_loaded.models)
 
 
 def test_shared_trunk_path_matches_each_full_model(loaded):
@@ -27,6 +33,70 @@ def test_shared_trunk_path_matches_each_full_model(loaded):
     for model_id in MODEL_IDS:
         alone = inference.load_model(rs, model_id).predict(photos.astype("float32"), verbose=0)
         assert np.allclose(result.results[model_id].probs, alone, atol=1e-4), model_id
+
+
+def tiny_photos(size=48, per_class=3):
+    rng = np.random.default_rng(7)
+    return np.stack([images.to_array(make_photo(c, rng), size) for c in TINY_CLASSES.values() for _ in range(per_class)])
+
+
+def test_each_backbone_is_built_once_and_its_models_answer_as_built_alone(loaded_models):
+    rs, loaded = loaded_models
+    assert loaded.problems == {} and list(loaded.models) == list(MODEL_IDS)
+    assert set(loaded.pooled_features) == set(BACKBONES)
+    for backbone in BACKBONES.values():
+        finetuned, attention = loaded.models[backbone.name], loaded.models[f"{backbone.name}_attention"]
+        # One trunk for both; the fine-tuned model has its own copy of the block above it.
+        assert finetuned.get_layer(backbone.trunk_output) is attention.get_layer(backbone.trunk_output)
+        assert finetuned.get_layer(backbone.last_conv) is not attention.get_layer(backbone.last_conv)
+    photos = tiny_photos().astype("float32")
+    for model_id in ("vgg16", "resnet50"):  # the copied block (the attention models keep build_model's own)
+        info = rs.models[model_id]
+        alone = models.build_model(model_id, info["num_classes"], info["image_size"], info["dropout"], "random")
+        models.trained_part(alone, MODEL_SPECS[model_id]).load_weights(rs.weights_path(model_id))
+        np.testing.assert_allclose(
+            loaded.models[model_id].predict(photos, verbose=0), alone.predict(photos, verbose=0), atol=1e-6, err_msg=model_id
+        )
+
+
+def test_predictor_answers_as_the_classifier_with_the_open_set_verdict_on_imagenet_features(loaded, loaded_models):
+    rs, classifier = loaded
+    photos = tiny_photos()
+    loaded_models = loaded_models[1]
+    plain = inference.Predictor(loaded_models, None)
+    classification, flags = plain(photos)
+    assert flags is None and not plain.judges_open_set
+    expected = classifier.classify(photos)
+    for model_id in MODEL_IDS:
+        np.testing.assert_allclose(classification.results[model_id].probs, expected.results[model_id].probs, atol=1e-5)
+    np.testing.assert_allclose(classification.ensemble(), expected.ensemble(), atol=1e-5)
+
+    # The features the verdict reads, as core.features builds them (keras.applications, pooling="avg"), on the
+    # same seeded random backbone weights the tiny set was trained with.
+    reference = {}
+    for name in BACKBONES:
+        inputs = keras.Input(photos.shape[1:])
+        net = models._APPLICATIONS[name](
+            include_top=False, weights=None, input_tensor=models.CaffePreprocess()(inputs), pooling="avg"
+        )
+        models._seeded_random_weights(net)
+        reference[name] = openset.normalise(np.asarray(keras.Model(inputs, net.output)(photos.astype("float32"))))
+    detectors = openset.fit_detectors({"train": reference, "validation": reference}, k=3)
+    stored = openset.to_stored(detectors, {}, photos.shape[1])
+    for name, detector in openset.from_stored(*stored).items():
+        # Thresholds at the median score, so that the flags compared below are mixed, not all alike.
+        scores = detector.scores(openset.joined(reference, stored[0]["detectors"][name]["backbones"]))
+        stored[0]["detectors"][name]["threshold"] = float(np.median(scores))
+    expected_flags = openset.verdicts(stored[0], openset.from_stored(*stored), reference, MODEL_IDS)
+    judging = inference.Predictor(loaded_models, stored)
+    assert judging.judges_open_set
+    _, flags = judging(photos)
+    assert set(flags) == {*MODEL_IDS, openset.ENSEMBLE}
+    assert 0 < flags[openset.ENSEMBLE].sum() < len(photos)
+    for name, expected_flag in expected_flags.items():
+        np.testing.assert_array_equal(flags[name], expected_flag, err_msg=name)
+    # A stored verdict of another image size is not judged here (the caller falls back to core.features).
+    assert not inference.Predictor(loaded_models, ({**stored[0], "image_size": 224}, stored[1])).judges_open_set
 
 
 def test_probabilities_and_heatmaps_are_well_formed(loaded):
