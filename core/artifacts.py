@@ -16,6 +16,9 @@ Layout of a result set ``OUT/``::
         metrics.json      test metrics
         predictions.npz   test files, true labels, class probabilities
         maps.npz          low-resolution float16 Grad-CAM (predicted and true class) and attention maps
+    openset.json/.npz     the open-set verdict (optional; core.openset)
+    probe.json/.npz       the linear-probe reference (optional; core.probe): frozen-backbone features and
+                          logistic regression, its choice of C, test metrics and test probabilities
 
 Every file is written atomically (temporary file, fsync, rename) and a model folder is first written as
 ``.staging-<id>/`` and renamed when complete, so a killed run never leaves a file that a reader would take
@@ -55,6 +58,9 @@ PREDICTIONS = "predictions.npz"
 MAPS = "maps.npz"
 OPENSET = "openset.json"  # the open-set verdict's method, thresholds and measured figures (core.openset)
 OPENSET_ARRAYS = "openset.npz"  # its reference features (PCA projection and projected training photos)
+PROBE = "probe.json"  # the linear-probe reference's settings, choice of C and test metrics per backbone (core.probe)
+PROBE_ARRAYS = "probe.npz"  # its test files, labels and class probabilities per backbone
+PROBE_VERSION = 1  # of probe.json's layout; a reader meets an unknown version as no probe at all
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
 RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset")
 
@@ -126,16 +132,26 @@ def write_test_files(folder: Path, files: list[str], y_true, probs, maps: dict, 
     write_json(folder / METRICS, metrics)
 
 
-def write_openset(root: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Add (or replace) the open-set verdict of a result set: both files atomically, then the manifest."""
+def _write_addition(root: str | os.PathLike, json_name: str, arrays_name: str, info: dict, arrays: dict) -> None:
+    """Add (or replace) a JSON + NPZ pair beside the models: both files atomically, then the manifest."""
     root = Path(root)
     manifest = read_json(root / MANIFEST)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    for name, data in ((OPENSET_ARRAYS, buffer.getvalue()), (OPENSET, (json.dumps(info, indent=1) + "\n").encode())):
+    for name, data in ((arrays_name, buffer.getvalue()), (json_name, (json.dumps(info, indent=1) + "\n").encode())):
         atomic_write_bytes(root / name, data)
         manifest["files"][name] = hashlib.sha256(data).hexdigest()
     write_json(root / MANIFEST, manifest)
+
+
+def write_openset(root: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Add (or replace) the open-set verdict of a result set."""
+    _write_addition(root, OPENSET, OPENSET_ARRAYS, info, arrays)
+
+
+def write_linear_probe(root: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Add (or replace) the linear-probe reference of a result set (``core.probe.measure``)."""
+    _write_addition(root, PROBE, PROBE_ARRAYS, {"version": PROBE_VERSION, **info}, arrays)
 
 
 def read_json(path: Path):
@@ -322,13 +338,29 @@ class ResultSet:
             if rel.count("/") == 2 and rel.startswith(SAMPLES + "/") and all(map(_plain_name, rel.split("/")))
         ]
 
-    def openset(self) -> tuple[dict, dict[str, np.ndarray]] | None:
-        """The open-set verdict's settings and reference arrays; None when absent or damaged."""
-        names = {n: self.manifest["files"].get(n) for n in (OPENSET, OPENSET_ARRAYS)}
+    def _addition(self, json_name: str, arrays_name: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+        """A verified JSON + NPZ pair beside the models; None when absent (older sets) or damaged."""
+        names = {n: self.manifest["files"].get(n) for n in (json_name, arrays_name)}
         if None in names.values() or _verify(self.root, names):
             return None
-        with np.load(self.root / OPENSET_ARRAYS, allow_pickle=False) as data:
-            return read_json(self.root / OPENSET), {k: data[k] for k in data.files}
+        with np.load(self.root / arrays_name, allow_pickle=False) as data:
+            return read_json(self.root / json_name), {k: data[k] for k in data.files}
+
+    def openset(self) -> tuple[dict, dict[str, np.ndarray]] | None:
+        """The open-set verdict's settings and reference arrays; None when absent or damaged."""
+        return self._addition(OPENSET, OPENSET_ARRAYS)
+
+    def linear_probe(self) -> tuple[dict, dict[str, Predictions]] | None:
+        """The linear-probe reference: settings and metrics, and test predictions per backbone.
+
+        None when the set has none (made before it existed), it is damaged, or of a layout this version
+        does not read.
+        """
+        stored = self._addition(PROBE, PROBE_ARRAYS)
+        if stored is None or stored[0].get("version") != PROBE_VERSION:
+            return None
+        info, arrays = stored
+        return info, {b: Predictions(arrays["files"], arrays["y_true"], arrays[f"{b}.probs"]) for b in info["backbones"]}
 
     def weights_path(self, model_id: str) -> Path:
         name = TOP_WEIGHTS if self.models[model_id]["backbone"] else WHOLE_MODEL

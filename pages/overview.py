@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison, formatting
-from pages import common, multiset
+from pages import common, multiset, probe
 
 st.title("Overview")
 rs = common.result_set()
@@ -67,6 +67,7 @@ figure.update_layout(
 st.plotly_chart(figure, width="stretch")
 # The key below the chart rather than in the axis title, which a narrow screen would cut.
 st.caption("Dot: test accuracy with its 95 % Wilson interval · grey tick: the study's figure.")
+probe.overview(rs)
 
 stored_openset = rs.openset()
 with st.expander("Open-set verdict: photos of none of the known classes"):

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison
-from pages import common, multiset
+from pages import common, multiset, probe
 
 st.title("Statistics")
 rs = common.result_set()
@@ -74,4 +74,5 @@ else:
         },
     )
 
+probe.statistics(rs)
 multiset.statistics()

@@ -2,10 +2,13 @@
 
     python scripts/evaluate.py [--artifacts artifacts] [--data-dir DIR] [--weights-dir DIR] [--models ids]
     python scripts/evaluate.py --openset [--backbones vgg16,resnet50] [--cache-dir data/openset]
+    python scripts/evaluate.py --linear-probe [--backbones vgg16,resnet50] [--cache-dir data/openset]
 
 Rewrites each model's predictions, maps and metrics, including the Grad-CAM randomisation check.
 With --openset it instead fits the open-set verdict (core.openset), measures it on the held-out-classes
-protocol, stores it in the result set and prints the figures.
+protocol, stores it in the result set and prints the figures. With --linear-probe it fits the linear-probe
+reference (core.probe: frozen-backbone features + logistic regression, C chosen on validation), tests it
+on the same test photos, stores it and prints it beside each model. Both share the feature cache.
 The dataset folder defaults to the one recorded in the result set.
 """
 
@@ -44,6 +47,33 @@ def fit_openset(args) -> int:
     return 0
 
 
+def fit_linear_probe(args) -> int:
+    from core import features, probe  # TensorFlow and the backbones only load for this
+
+    result_set = artifacts.open_result_set(args.artifacts)
+    feats, labels = features.split_features(
+        result_set, args.data_dir, args.weights_dir, args.cache_dir, args.backbones.split(",")
+    )
+    info, arrays = probe.measure(result_set, feats, labels)
+    artifacts.write_linear_probe(args.artifacts, info, arrays)
+    result_set = artifacts.open_result_set(args.artifacts)
+    print(f"linear probe: {info['method']}; {info['selection']}")
+    for row in probe.reference_table(result_set).itertuples():
+        entry = info["backbones"][row.backbone]
+        print(
+            f"  {row.model:26s} test {row.accuracy:.1%} [{row.accuracy_low:.1%}, {row.accuracy_high:.1%}]  "
+            f"NLL {row.loss:.3f}  fruit/veg {row.group_accuracy:.1%}  C {entry['C']:.3g}  "
+            f"validation {entry['validation_accuracy']:.1%}"
+        )
+    tests = probe.paired_tests(result_set)
+    print("paired tests (exact McNemar), * = a fine-tuned model against its own backbone's probe:")
+    for row in tests.itertuples():
+        print(f"  {'*' if row.own_backbone else ' '} {row.verdict}")
+    for line in probe.flags(tests):
+        print(line)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", default="artifacts")
@@ -51,12 +81,15 @@ def main(argv=None) -> int:
     parser.add_argument("--weights-dir", default=None, help="ImageNet weights folder (default $FRUITVEG_WEIGHTS_DIR)")
     parser.add_argument("--models", type=parse_models, default=None, help="all, or ids separated by commas")
     parser.add_argument("--openset", action="store_true", help="fit, measure and store the open-set verdict")
-    parser.add_argument("--backbones", default="vgg16,resnet50", help="frozen backbones for --openset")
-    parser.add_argument("--cache-dir", default="data/openset", help="feature cache for --openset (git-ignored)")
+    parser.add_argument("--linear-probe", action="store_true", help="fit, test and store the linear-probe reference")
+    parser.add_argument("--backbones", default="vgg16,resnet50", help="frozen backbones for --openset/--linear-probe")
+    parser.add_argument("--cache-dir", default="data/openset", help="feature cache of the frozen backbones (git-ignored)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.openset:
         return fit_openset(args)
+    if args.linear_probe:
+        return fit_linear_probe(args)
     try:
         result_set = artifacts.open_result_set(args.artifacts)
         status = evaluation.reevaluate(result_set, args.data_dir, args.weights_dir, args.models)
