@@ -7,7 +7,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from core import artifacts, comparison
+from core import artifacts, comparison, formatting
 from core.artifacts import ResultSet
 from core.specs import MODEL_SPECS
 
@@ -183,6 +183,10 @@ def test_attention_page(tiny_results, monkeypatch):
     at = page("attention", tiny_results)
     assert not at.exception
     assert len(at.image) == 1 + len(rs.models) + len(attention_models)  # the photo, Grad-CAM, attention maps
+    # Issue 15, finding 10: the photo is named by file and origin, and said to be in the test split now.
+    first = comparison.image_table(rs, list(rs.models)).loc[at.selectbox(key="attention_image").value, "file"]
+    assert at.image[0].captions[0].endswith(formatting.test_photo_origin(first)) and first not in at.image[0].captions[0]
+    assert "test split" in at.image[0].captions[0]
     captions = [c for image in at.image for c in image.captions]
     for model_id in rs.models:
         assert any(MODEL_SPECS[model_id].title in c and "%" in c for c in captions), model_id

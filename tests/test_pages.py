@@ -21,14 +21,17 @@ def test_overview_shows_every_model_with_intervals_and_the_reading(tiny_results)
     assert not at.exception
     table = at.dataframe[0].value
     assert sorted(table["Model"]) == sorted(MODEL_SPECS[m].title for m in MODEL_IDS)
-    # Issue 15, finding 2: every cell a formatted string, no None, no raw float, one decimal everywhere.
-    cells = table.astype(str).to_numpy().ravel()
-    assert not any(c in ("None", "nan") or re.fullmatch(r"-?\d+\.\d{4,}", c) for c in cells)
+    # Issue 15, finding 2: every cell a formatted string, no None, no raw float, one decimal everywhere; the
+    # figures in two tables (accuracy, cost), each narrow enough for a 1400 px screen.
+    cost = at.dataframe[1].value
+    assert sorted(cost["Model"]) == sorted(table["Model"]) and "Parameters" in cost and "Parameters" not in table
+    for cells in (table.astype(str).to_numpy().ravel(), cost.astype(str).to_numpy().ravel()):
+        assert not any(c in ("None", "nan") or re.fullmatch(r"-?\d+\.\d{4,}", c) for c in cells)
     for cell in table["Accuracy [95 % interval]"]:
         value, low, high = map(float, re.fullmatch(r"(\d+\.\d) % \[(\d+\.\d)–(\d+\.\d)\]", cell).groups())
         assert low <= value <= high
     assert all(re.fullmatch(r"\d+\.\d % \([−+]\d+\.\d pp\)", c) for c in table["Study acc. (Δ)"])
-    assert len(table.columns) <= 13
+    assert len(table.columns) <= 9 and len(cost.columns) <= 5
     text = " ".join(m.value for m in at.markdown)
     assert "has the highest test accuracy" in text and "One test image is" in text
     assert at.get("download_button")
@@ -40,7 +43,8 @@ def test_overview_names_a_missing_model_and_shows_the_rest(tiny_results, tmp_pat
     shutil.rmtree(copy / "resnet50")
     at = page("overview", copy)
     assert not at.exception
-    assert any("ResNet50 (fine-tuned)" in w.value and "missing" in w.value for w in at.warning)
+    # Issue 15, finding 10: the model's folder is named as missing, not the first of its files.
+    assert any("ResNet50 (fine-tuned)" in w.value and "its folder resnet50/ is missing" in w.value for w in at.warning)
     assert len(at.dataframe[0].value) == 5
 
 
@@ -50,6 +54,16 @@ def test_no_result_set_explains_how_to_make_one(tmp_path):
     assert "No usable result set" in at.error[0].value
     assert "scripts/train.py" in at.code[0].value
     assert "start the app again" not in " ".join(m.value for m in at.markdown)  # no restart is needed
+    assert "no restart needed" in " ".join(m.value for m in at.markdown)
+
+
+def test_a_blank_typed_folder_is_not_reported_as_a_nameless_folder(tiny_results):
+    at = page("overview", tiny_results)
+    at.text_input(key="typed_result_set").set_value("   ").run()
+    assert not at.exception and not at.error
+    shown = [m.value for m in (*at.warning, *at.error)]
+    assert not any(" :" in text or ":  " in text or "is not a folder" in text for text in shown), shown
+    assert len(at.dataframe[0].value) == 6  # the chosen set is still shown
 
 
 def test_curves_respond_to_metric_smoothing_and_axis(tiny_results):

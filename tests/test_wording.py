@@ -48,3 +48,31 @@ def test_agreement_with_the_average():
 
 def test_the_group_is_worded_as_a_sum_over_classes():
     assert headline.group_phrase("vegetable", 0.65) == "all vegetable classes together 65%"
+
+
+def test_a_test_photo_is_named_by_file_and_origin_not_by_its_dataset_path():
+    # Issue 15, finding 10: 'train/apple/Image_10.jpg' next to "test split" read as a training photo.
+    assert formatting.test_photo("train/apple/Image_10.jpg") == "Image_10.jpg (dataset folder train/)"
+    origin = formatting.test_photo_origin("train/apple/Image_10.jpg")
+    assert origin == "Image_10.jpg, from the dataset's train/ folder; in this result set's test split"
+    assert formatting.test_photo("apple/Image_1.jpg") == "Image_1.jpg"  # a dataset without split folders
+    assert "train/apple" not in formatting.test_photo_origin("apple/Image_1.jpg")
+
+
+def test_overview_tables_and_percent_columns_share_the_formatting():
+    import pandas as pd
+
+    row = {"model": "CNN", "accuracy": 0.4078, "accuracy_low": 0.354, "accuracy_high": 0.463, "clean_accuracy": 0.4078,
+           "top5_accuracy": 0.809, "group_accuracy": 0.764, "loss": 2.0143, "ece": 0.1391, "seed_runs": 1,
+           "seed_mean_accuracy": None, "seed_sd_accuracy": None, "reference_accuracy": 0.958,
+           "accuracy_vs_reference": -0.5502, "epochs_run": 30, "best_epoch": 28, "parameters": 1_234_567,
+           "inference_ms": 3.21, "train_minutes": 1.234}
+    table = pd.DataFrame([row, {**row, "model": "VGG16", "accuracy": 0.806, "loss": 0.662}])
+    accuracy, best = formatting.overview_display(table, "accuracy")
+    cost, _ = formatting.overview_display(table, "cost")
+    assert list(accuracy.iloc[0]) == ["CNN", "40.8 % [35.4–46.3]", "40.8 %", "80.9 %", "76.4 %", "2.014", "0.139", "–",
+                                      "95.8 % (−55.0 pp)"]
+    assert list(cost.iloc[0]) == ["CNN", "30 (28)", "1.2 M", "3", "1.2"]
+    assert best["Accuracy [95 % interval]"].tolist() == [False, True] and best["Loss"].tolist() == [False, True]
+    shares = formatting.percent_points(pd.DataFrame({"share": [0.5455, 1.0]}), ["share"])
+    assert shares["share"].tolist() == [54.55, 100.0] and formatting.PERCENT_FORMAT % 54.55 == "54.5 %"
