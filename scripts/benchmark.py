@@ -108,10 +108,13 @@ def cli_command(args) -> dict:
     photo = args.image
     if photo is None:
         photo = str(artifacts.open_result_set(args.artifacts).samples()[0][0])
+    load_before = os.getloadavg()[0]
     result = benchmarks.cli_first_answer(photo, args.artifacts, args.runs)
-    result.update(machine=benchmarks.machine(), photo=photo)
+    # The machine is shared: the load says how far the figures are from an idle machine's.
+    result.update(machine=benchmarks.machine(), photo=photo, load_average=[load_before, os.getloadavg()[0]])
     print(f"scripts/classify.py, one photo: first answer in {result['first_answer_s']:.1f} s (median of {args.runs}; "
-          f"import tensorflow alone {result['tensorflow_import_s']:.1f} s)")
+          f"runs {fmt(result['runs_s'])} s; import tensorflow alone {result['tensorflow_import_s']:.1f} s; "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     return result
 
 
