@@ -9,6 +9,7 @@ import os
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from test_browser import CHROMIUM, SHOTS, app_url, browser, settle  # noqa: F401  (app_url, browser: fixtures)
 from test_reliability import PAGE_BATTERY, hostile_uploads
@@ -22,9 +23,15 @@ BATTERY = [name for name in PAGE_BATTERY if name != "huge.jpg"]
 
 def upload(page, name: str, data: bytes, mime: str) -> None:
     page.locator('input[type="file"]').first.set_input_files(files=[{"name": name, "mimeType": mime, "buffer": data}])
+    # Under load the upload, and so the rerun it triggers, can start seconds later, and the models can run for
+    # minutes: wait for the app's script to start and then to end, not only for a quiet moment.
+    app = '[data-testid="stApp"][data-test-script-state="{}"]'
+    try:
+        page.wait_for_selector(app.format("running"), state="attached", timeout=30_000)
+    except PlaywrightTimeout:  # a run too short to be seen: it has ended already
+        pass
+    page.wait_for_selector(app.format("notRunning"), state="attached", timeout=300_000)
     settle(page)
-    # Under load the models can run past settle's wait; the page says so until the answer replaces it.
-    page.wait_for_function("!document.body.innerText.includes('Running the models on')", timeout=240_000)
 
 
 def test_hostile_uploads_one_after_the_other_then_a_photo_still_classifies(app_url, browser):
