@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_FOLDERS = (ROOT / "artifacts", ROOT / "results")
 STUDY_SPLIT = "kaggle"  # the study's own train/validation/test folders, copies and all
 CLEAN_SPLIT = "clean"
+STUDY_COLUMN = "study (published)"  # the figures the study reports, on its own split
 DEFAULT_RECIPE = "study"  # result sets written before the manifest recorded a recipe used the study's
 
 
@@ -49,6 +50,12 @@ def seed_count(rs: artifacts.ResultSet) -> int:
     return max((1 + len(rs.replicate_seeds(m)) for m in rs.models), default=1)
 
 
+def weights(rs: artifacts.ResultSet) -> str:
+    """'' when every model can classify new photos; a set kept for comparison only says so."""
+    carrying = sum(rs.has_weights(m) for m in rs.models)
+    return "" if carrying == len(rs.models) else "no weights" if carrying == 0 else "some weights"
+
+
 def _traits(rs: artifacts.ResultSet) -> dict[str, str]:
     seeds = seed_count(rs)
     return {
@@ -56,6 +63,7 @@ def _traits(rs: artifacts.ResultSet) -> dict[str, str]:
         "recipe": f"{recipe(rs)} recipe",
         "size": f"{rs.config.get('image_size')} px",
         "seeds": f"{seeds} seed{'s' if seeds > 1 else ''}",
+        "weights": weights(rs),
     }
 
 
@@ -65,8 +73,8 @@ def names(sets: list[artifacts.ResultSet]) -> list[str]:
     Sets that still read alike (trained the same way twice) get their folder's name added in brackets.
     """
     traits = [_traits(rs) for rs in sets]
-    varying = [k for k in ("size", "seeds") if len({t[k] for t in traits}) > 1]
-    labels = [" · ".join(t[k] for k in ("split", "recipe", *varying)) for t in traits]
+    varying = [k for k in ("size", "seeds", "weights") if len({t[k] for t in traits}) > 1]
+    labels = [" · ".join(t[k] for k in ("split", "recipe", *varying) if t[k]) for t in traits]
     return [
         f"{label} ({rs.root.name})" if labels.count(label) > 1 else label for label, rs in zip(labels, sets)
     ]
@@ -77,24 +85,65 @@ class Catalogue:
     """The chosen result sets with their names; folders that are not result sets, with the reason."""
 
     sets: dict[str, artifacts.ResultSet]  # name -> set, in the order chosen
-    rejected: dict[str, str]  # folder -> why it is not a result set
+    rejected: dict[str, str]  # chosen folder -> why it is not a result set
+    offered: dict[str, artifacts.ResultSet]  # every set one may choose (shipped and chosen), same names
 
 
-def open_sets(folders, opener=artifacts.open_result_set) -> Catalogue:
-    """Open the folders (``opener`` may be a cached one) and name them; duplicates count once."""
-    opened, rejected = [], {}
-    seen = set()
+def open_sets(folders, opener=artifacts.open_result_set, offered=()) -> Catalogue:
+    """Open the chosen folders (``opener`` may be a cached one) and name them.
+
+    The names are made among the chosen and the ``offered`` folders together (the shipped ones), so a set
+    reads the same in the chooser and in every table. Duplicates count once; an offered folder that does
+    not open is left out silently (only a chosen one is reported).
+    """
+    opened, rejected, chosen = {}, {}, []
     for folder in folders:
-        path = Path(folder).expanduser()
-        key = os.path.realpath(path)
-        if key in seen:
+        key = os.path.realpath(Path(folder).expanduser())
+        if key in opened:
             continue
-        seen.add(key)
         try:
-            opened.append(opener(path))
+            opened[key] = opener(Path(folder).expanduser())
+            chosen.append(key)
         except artifacts.ResultSetError as err:
             rejected[str(folder)] = str(err)
-    return Catalogue(dict(zip(names(opened), opened)), rejected)
+    for folder in offered:
+        key = os.path.realpath(Path(folder).expanduser())
+        if key not in opened:
+            try:
+                opened[key] = opener(Path(folder).expanduser())
+            except artifacts.ResultSetError:
+                pass
+    named = dict(zip(opened, names(list(opened.values()))))
+    return Catalogue(
+        sets={named[k]: opened[k] for k in chosen},
+        rejected=rejected,
+        offered={named[k]: rs for k, rs in opened.items()},
+    )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a set's test split covers: the study's own split tests only some of its classes."""
+
+    photos: int
+    classes_tested: int
+    classes: int
+
+    def __str__(self) -> str:
+        some = f"only {self.classes_tested} of its {self.classes}" if self.classes_tested < self.classes else (
+            f"all {self.classes}")
+        return f"{self.photos} test photos covering {some} classes"
+
+
+def coverage(rs: artifacts.ResultSet) -> Coverage:
+    """From a model's predictions, or the set's dataset record while no model has finished."""
+    if rs.models:
+        y_true = rs.predictions(next(iter(rs.models))).y_true
+        photos, tested = int(y_true.size), len(set(y_true.tolist()))
+    else:
+        test = rs.dataset()["files"].get("test", [])
+        photos, tested = len(test), len({label for _, label in test})
+    return Coverage(photos, tested, len(rs.class_names))
 
 
 def newcombe_interval(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -134,12 +183,14 @@ def accuracy_table(sets: dict[str, artifacts.ResultSet], confidence: float = 0.9
                                        "test_classes"])
 
 
-def pivot(table: pd.DataFrame, with_study: bool = True) -> pd.DataFrame:
-    """Models x result sets of accuracy, plus the study's published figure as a column."""
+def pivot(table: pd.DataFrame, order=None, with_study: bool = True) -> pd.DataFrame:
+    """Models x result sets (``order``: every chosen name, also of a set with no model yet) of accuracy,
+    plus the study's published figure as a column."""
     wide = table.pivot(index="model", columns="result_set", values="accuracy")
-    wide = wide.reindex([m for m in MODEL_IDS if m in wide.index])[list(dict.fromkeys(table["result_set"]))]
+    order = list(order or dict.fromkeys(table["result_set"]))
+    wide = wide.reindex(index=[m for m in MODEL_IDS if m in wide.index], columns=order)
     if with_study:
-        wide.insert(0, "study (published)", [MODEL_SPECS[m].reference_accuracy for m in wide.index])
+        wide.insert(0, STUDY_COLUMN, [MODEL_SPECS[m].reference_accuracy for m in wide.index])
     return wide
 
 
@@ -176,58 +227,73 @@ def difference(model_id: str, name_a: str, rs_a, name_b: str, rs_b, confidence: 
                       "unpaired: different test photos (Newcombe interval for two independent proportions)", None)
 
 
-def differences(sets: dict[str, artifacts.ResultSet], confidence: float = 0.95) -> pd.DataFrame:
-    """Every later set against the first chosen one, per model both hold."""
-    items = list(sets.items())
-    if len(items) < 2:
-        return pd.DataFrame(columns=[f for f in Difference.__dataclass_fields__])
-    (name_a, rs_a), rows = items[0], []
-    for name_b, rs_b in items[1:]:
-        for model_id in MODEL_IDS:
-            if model_id in rs_a.models and model_id in rs_b.models:
-                rows.append(difference(model_id, name_b, rs_b, name_a, rs_a, confidence).__dict__)
+def ordered(sets: dict[str, artifacts.ResultSet]) -> dict[str, artifacts.ResultSet]:
+    """As the comparison reads: the study's split first, then the clean split with the study's recipe,
+    then the rest (other recipes); the chosen order within each."""
+    def rank(rs):
+        return 0 if split_policy(rs) == STUDY_SPLIT else 1 if recipe(rs) == DEFAULT_RECIPE else 2
+
+    return dict(sorted(sets.items(), key=lambda item: rank(item[1])))
+
+
+def reference(sets: dict[str, artifacts.ResultSet]) -> str:
+    """What the others are measured against: the clean split with the study's recipe, when chosen."""
+    clean = [n for n, rs in sets.items() if split_policy(rs) == CLEAN_SPLIT]
+    plain = [n for n in clean if recipe(sets[n]) == DEFAULT_RECIPE]
+    return (plain or clean or list(sets))[0]
+
+
+def differences(sets: dict[str, artifacts.ResultSet], against: str | None = None,
+                confidence: float = 0.95) -> pd.DataFrame:
+    """Every other set minus ``against`` (by default the reference), per model both hold."""
+    rows = []
+    if len(sets) > 1:
+        against = against or reference(sets)
+        for name, rs in sets.items():
+            rows += [
+                difference(m, name, rs, against, sets[against], confidence).__dict__
+                for m in MODEL_IDS
+                if name != against and m in rs.models and m in sets[against].models
+            ]
     return pd.DataFrame(rows, columns=[f for f in Difference.__dataclass_fields__])
 
 
 def leak_pair(sets: dict[str, artifacts.ResultSet]) -> tuple[str, str] | None:
-    """The first study-split set and the first clean-split set chosen with the study's recipe, if both are."""
-    def first(split):
-        picks = [n for n, rs in sets.items() if split_policy(rs) == split and recipe(rs) == DEFAULT_RECIPE]
-        picks = picks or [n for n, rs in sets.items() if split_policy(rs) == split]
-        return picks[0] if picks else None
-
-    study, clean = first(STUDY_SPLIT), first(CLEAN_SPLIT)
-    return (study, clean) if study and clean else None
+    """The first study-split set and the clean-split reference, if both are chosen."""
+    study = [n for n, rs in sets.items() if split_policy(rs) == STUDY_SPLIT and recipe(rs) == DEFAULT_RECIPE]
+    study = study or [n for n, rs in sets.items() if split_policy(rs) == STUDY_SPLIT]
+    clean = reference(sets)
+    return (study[0], clean) if study and split_policy(sets[clean]) == CLEAN_SPLIT else None
 
 
 def leak_headline(sets: dict[str, artifacts.ResultSet], confidence: float = 0.95) -> pd.DataFrame | None:
-    """Per model: accuracy on the study's split minus accuracy on the clean split (None without both)."""
+    """Per model: accuracy on the study's split minus accuracy on the clean split (None without both):
+    how much the copies between its training and test photos flatter each model."""
     pair = leak_pair(sets)
     if pair is None:
         return None
     study, clean = pair
-    rows = [
-        difference(m, study, sets[study], clean, sets[clean], confidence).__dict__
-        for m in MODEL_IDS
-        if m in sets[study].models and m in sets[clean].models
-    ]
-    return pd.DataFrame(rows, columns=[f for f in Difference.__dataclass_fields__])
+    return differences({study: sets[study], clean: sets[clean]}, against=clean, confidence=confidence)
 
 
-def confusion_difference(rs_a, rs_b, model_id: str) -> tuple[list[str], np.ndarray]:
-    """Row-normalised confusion of set a minus set b for one model, over the classes both sets hold."""
+def tested_classes(rs: artifacts.ResultSet, model_id: str) -> set[str]:
+    return {rs.class_names[i] for i in set(rs.predictions(model_id).y_true.tolist())}
+
+
+def confusion_difference(rs_a, rs_b, model_id: str) -> tuple[list[str], list[str], np.ndarray]:
+    """Row-normalised confusion of set a minus set b for one model: rows are the true classes both sets
+    test, columns every class both sets hold (a photo may be taken for any of them)."""
     shared = [c for c in rs_a.class_names if c in set(rs_b.class_names)]
+    rows = [c for c in shared if c in tested_classes(rs_a, model_id) & tested_classes(rs_b, model_id)]
 
     def normalised(rs):
         p = rs.predictions(model_id)
-        index = {c: i for i, c in enumerate(shared)}
-        names_ = np.asarray(rs.class_names)
-        true, pred = names_[p.y_true], names_[p.y_pred]
-        counts = np.zeros((len(shared), len(shared)))
-        for t, q in zip(true, pred):
-            if t in index and q in index:
-                counts[index[t], index[q]] += 1
+        row_of, column_of = ({rs.class_names.index(c): i for i, c in enumerate(names_)} for names_ in (rows, shared))
+        counts = np.zeros((len(rows), len(shared)))
+        for t, q in zip(p.y_true.tolist(), p.y_pred.tolist()):
+            if t in row_of and q in column_of:
+                counts[row_of[t], column_of[q]] += 1
         totals = counts.sum(axis=1, keepdims=True)
         return np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
 
-    return shared, normalised(rs_a) - normalised(rs_b)
+    return rows, shared, normalised(rs_a) - normalised(rs_b)

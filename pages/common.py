@@ -29,10 +29,9 @@ def open_cached(folder) -> artifacts.ResultSet:
     return cached_result_set(str(folder), _stamp(Path(folder)))
 
 
-def shipped_sets() -> dict[str, str]:
-    """Name -> folder of every result set shipped with the project (artifacts/ and results/*)."""
-    catalogue = resultsets.open_sets(resultsets.discover(), opener=open_cached)
-    return {name: str(rs.root) for name, rs in catalogue.sets.items()}
+def catalogue() -> resultsets.Catalogue:
+    """The chosen folders opened, named among themselves and the shipped sets (the same name everywhere)."""
+    return resultsets.open_sets(st.session_state[CHOSEN], opener=open_cached, offered=resultsets.discover())
 
 
 def _initial_choice() -> list[str]:
@@ -41,47 +40,51 @@ def _initial_choice() -> list[str]:
     return [folder for folder in chosen.split(os.pathsep) if folder]
 
 
-def _choose() -> None:
-    """Widget change -> CHOSEN: a typed folder first (the one single-set pages show), then the picked ones."""
-    shipped = shipped_sets()
-    typed = (st.session_state.get(TYPED) or "").strip()
-    picked = [shipped[name] for name in st.session_state.get(PICKED, []) if name in shipped]
-    st.session_state[CHOSEN] = ([typed] if typed else []) + [p for p in picked if p != typed]
+def _pick() -> None:
+    """Multiselect change -> CHOSEN, keeping a typed folder that did not open (it stays in the text box)."""
+    before = catalogue()
+    picked = [str(before.offered[name].root) for name in st.session_state[PICKED] if name in before.offered]
+    st.session_state[CHOSEN] = picked + list(before.rejected)
 
 
-def sidebar() -> None:
+def _type() -> None:
+    """A typed folder comes first (single-set pages show it); it replaces one typed before that did not open."""
+    typed = st.session_state[TYPED].strip()
+    rest = [f for f in st.session_state[CHOSEN] if f not in catalogue().rejected and f != typed]
+    st.session_state[CHOSEN] = ([typed] if typed else []) + rest
+
+
+def sidebar() -> resultsets.Catalogue:
     """The result-set chooser. Widgets forget their state when the page changes, so the choice is kept
-    under CHOSEN and the widgets are refilled from it on every run of every page."""
+    under CHOSEN and the widgets are refilled from it on every run of every page: the multiselect holds the
+    sets that opened, the text box a chosen folder that did not (with the reason below it)."""
     if CHOSEN not in st.session_state:
         st.session_state[CHOSEN] = _initial_choice()
-    shipped = shipped_sets()
-    by_folder = {os.path.realpath(folder): name for name, folder in shipped.items()}
-    chosen = st.session_state[CHOSEN]
-    st.session_state[PICKED] = [by_folder[os.path.realpath(f)] for f in chosen if os.path.realpath(f) in by_folder]
-    st.session_state[TYPED] = next((f for f in chosen if os.path.realpath(f) not in by_folder), "")
+    chosen = catalogue()
+    st.session_state[PICKED] = list(chosen.sets)
+    st.session_state[TYPED] = next(iter(chosen.rejected), "")
     with st.sidebar:
         st.multiselect(
             "Result sets",
-            list(shipped),
+            list(chosen.offered),
             key=PICKED,
-            on_change=_choose,
-            help="Shipped result sets, named by split, recipe, image size and seeds. Pages that show one "
-            "set show the first chosen; Overview, Training curves, Confusion and Statistics compare several.",
+            on_change=_pick,
+            placeholder="Choose a result set",
+            help="Shipped result sets and any folder added below, named by what sets them apart: split, "
+            "recipe, and image size, seeds or weights where those differ. Pages that show one set show the "
+            "first chosen that holds a model (Classify: one with weights), marked below; Overview, Training "
+            "curves, Confusion and Statistics compare several.",
         )
         st.text_input(
             "Add a result-set folder",
             key=TYPED,
-            on_change=_choose,
-            help="A folder written by scripts/train.py; it comes first and is the one single-set pages show.",
+            on_change=_type,
+            placeholder="/path/to/result-set",
+            help="A folder written by scripts/train.py; it is added first, so single-set pages show it.",
         )
-
-
-def chosen_sets() -> resultsets.Catalogue:
-    """The chosen folders opened and named; folders that are not result sets are reported and left out."""
-    catalogue = resultsets.open_sets(st.session_state.get(CHOSEN) or _initial_choice(), opener=open_cached)
-    for folder, why in catalogue.rejected.items():
-        st.sidebar.warning(f"Not added: {folder or '(blank)'}: {why}")
-    return catalogue
+        for folder, why in chosen.rejected.items():
+            st.warning(f"Not added: {folder or '(blank)'}: {why}")
+    return chosen
 
 
 def _stamp(path: Path) -> str:
@@ -99,33 +102,39 @@ def cached_result_set(path: str, stamp: str) -> artifacts.ResultSet:
     return artifacts.open_result_set(path)
 
 
-def result_set() -> artifacts.ResultSet:
-    """The chosen, verified result set; otherwise explains how to make one and stops the page.
+def result_set(with_weights: bool = False) -> artifacts.ResultSet:
+    """The first chosen result set that holds a model (``with_weights``: preferably one that can classify);
+    otherwise explains how to make one and stops the page.
 
     It also draws the chooser: every page calls this once, also when Streamlit runs a page file on its
     own (the first request of a fresh server to a page's address, before app.py has run).
     """
     st.set_page_config(page_title="Fruit & Vegetable Model Lab", page_icon="🥕", layout="wide")
-    sidebar()
-    catalogue = chosen_sets()
-    first = next(iter(catalogue.sets.values()), None)
-    path = first.root if first else Path(next(iter(catalogue.rejected), "") or DEFAULT_ARTIFACTS).expanduser()
-    if len(catalogue.sets) > 1:
-        st.sidebar.caption(f"Pages that show one set show: {next(iter(catalogue.sets))}")
-    try:
-        rs = cached_result_set(str(path), _stamp(path))
-    except artifacts.ResultSetError as err:
-        st.error(f"No usable result set: {err}")
+    chosen = sidebar()
+    usable = [rs for rs in chosen.sets.values() if rs.models]
+    if with_weights:
+        usable.sort(key=lambda rs: not any(rs.has_weights(m) for m in rs.models))  # stable: chosen order kept
+    if len(chosen.sets) > 1:  # the chips above cut long names short
+        st.sidebar.markdown("\n".join(
+            f"{i}. {name}" + (" — *shown here*" if usable and rs is usable[0] else "")
+            + ("" if rs.models else " — *no model finished yet*")
+            for i, (name, rs) in enumerate(chosen.sets.items(), 1)
+        ))
+    if not chosen.sets:
+        if chosen.rejected:
+            st.error("No usable result set: " + "; ".join(chosen.rejected.values()))
+        else:
+            st.info("Choose a result set in the sidebar.")
         st.markdown("Make one by training the models, then enter its folder in the sidebar (no restart needed):")
         st.code(MAKE_ONE, language="bash")
         st.stop()
-    if not rs.models:
-        st.error("This result set holds no usable model.")
-        _problems(rs)
+    if not usable:
+        st.error("No chosen result set holds a usable model yet.")
+        _problems(next(iter(chosen.sets.values())))
         st.code(MAKE_ONE, language="bash")
         st.stop()
-    _problems(rs)
-    return rs
+    _problems(usable[0])
+    return usable[0]
 
 
 def _problems(rs: artifacts.ResultSet) -> None:

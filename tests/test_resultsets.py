@@ -9,7 +9,8 @@ from core import artifacts, resultsets
 
 
 def relabelled_copy(src, dest, split, rename_tests=False, image_size=None):
-    """A copy of a result set as if trained on another split; with rename_tests its test photos differ."""
+    """A copy of a result set as if trained on another split; with rename_tests its test photos differ and,
+    like the study's own split, do not cover every class (none of the first class is tested)."""
     shutil.copytree(src, dest)
     manifest = artifacts.read_json(dest / artifacts.MANIFEST)
     manifest["config"]["split"] = split
@@ -22,6 +23,8 @@ def relabelled_copy(src, dest, split, rename_tests=False, image_size=None):
                 arrays = dict(data)
             arrays["files"] = np.array([f"other/{f}" for f in arrays["files"]])
             arrays["y_true"] = arrays["y_true"][::-1].copy()  # another accuracy, on other photos
+            tested = arrays["y_true"] != 0
+            arrays = {k: v[tested] if len(v) == len(tested) else v for k, v in arrays.items()}
             artifacts.write_npz(path, **arrays)
             entry["files"][artifacts.PREDICTIONS] = artifacts.sha256_file(path)
     artifacts.write_json(dest / artifacts.MANIFEST, manifest)
@@ -76,18 +79,51 @@ def test_accuracy_table_and_pivot_carry_wilson_intervals_and_the_study(tiny_resu
     assert wide.loc["resnet50", "study (published)"] == pytest.approx(0.9749)
 
 
+def test_names_are_made_among_the_offered_sets_and_say_no_weights(tiny_results, study_split, tmp_path):
+    stripped = shutil.copytree(tiny_results, tmp_path / "stripped")
+    artifacts.strip_weights(stripped)
+    alone = resultsets.open_sets([tiny_results])
+    assert list(alone.sets) == ["clean split · study recipe"]
+    # The chooser offers the stripped set too: the chosen one is named the same in the chooser and the tables.
+    cat = resultsets.open_sets([tiny_results, study_split, tmp_path / "missing"], offered=[stripped, tiny_results])
+    assert list(cat.sets) == ["clean split · study recipe", "kaggle split · study recipe"]
+    assert list(cat.offered) == [*cat.sets, "clean split · study recipe · no weights"]
+    assert list(cat.rejected) == [str(tmp_path / "missing")]
+
+
+def test_coverage_says_which_classes_the_test_split_covers(tiny_results, study_split, tmp_path):
+    clean, study = artifacts.open_result_set(tiny_results), artifacts.open_result_set(study_split)
+    photos, tested = clean.predictions("cnn").y_true.size, study.predictions("cnn").y_true.size
+    assert str(resultsets.coverage(clean)) == f"{photos} test photos covering all 4 classes"
+    assert str(resultsets.coverage(study)) == f"{tested} test photos covering only 3 of its 4 classes"
+    # A set whose training is still running: no model yet, its test split read from the dataset record.
+    early = shutil.copytree(tiny_results, tmp_path / "early")
+    manifest = artifacts.read_json(early / artifacts.MANIFEST)
+    manifest["models"] = {}
+    artifacts.write_json(early / artifacts.MANIFEST, manifest)
+    rs = artifacts.open_result_set(early)
+    assert not rs.models and str(resultsets.coverage(rs)) == f"{photos} test photos covering all 4 classes"
+    sets = resultsets.open_sets([tiny_results, early]).sets
+    wide = resultsets.pivot(resultsets.accuracy_table(sets), order=sets)
+    assert list(wide.columns[1:]) == list(sets) and wide.iloc[:, 2].isna().all()
+
+
 def test_paired_only_where_the_test_photos_match(tiny_results, study_split, same_photos):
-    sets = resultsets.open_sets([tiny_results, study_split, same_photos]).sets
+    sets = resultsets.open_sets([same_photos, study_split, tiny_results]).sets
+    assert list(resultsets.ordered(sets)) == [
+        "kaggle split · study recipe · 48 px", "clean split · study recipe · 64 px",
+        "clean split · study recipe · 48 px"]
     diffs = resultsets.differences(sets)
+    assert set(diffs.b) == {"clean split · study recipe · 64 px"}  # the first clean split with the study recipe
     assert len(diffs) == 12
     by_b = dict(zip(diffs.a, diffs.paired))
-    assert by_b == {"kaggle split · study recipe · 48 px": False, "clean split · study recipe · 64 px": True}
+    assert by_b == {"kaggle split · study recipe · 48 px": False, "clean split · study recipe · 48 px": True}
     same = diffs[diffs.paired]
     assert (same.difference == 0).all() and (same.p_value == 1).all()  # identical predictions: no difference
     other = diffs[~diffs.paired].iloc[0]
     acc = {n: rs.predictions(other.model).correct.mean() for n, rs in sets.items()}
     assert other.difference == pytest.approx(acc[other.a] - acc[other.b])
-    assert other.low < other.difference < other.high and other.p_value is None or np.isnan(other.p_value)
+    assert other.low < other.difference < other.high and (other.p_value is None or np.isnan(other.p_value))
 
 
 def test_newcombe_interval_matches_published_example():
@@ -109,12 +145,21 @@ def test_leak_headline_needs_a_study_split_and_a_clean_split(tiny_results, study
     sets = resultsets.open_sets([tiny_results, study_split]).sets
     leak = resultsets.leak_headline(sets)
     assert list(leak.a.unique()) == ["kaggle split · study recipe"] and len(leak) == 6
+    assert list(leak.b.unique()) == ["clean split · study recipe"]
+    study, clean = sets["kaggle split · study recipe"], sets["clean split · study recipe"]
+    row = leak.iloc[0]  # how much the study's split flatters: its accuracy minus the clean split's
+    assert row.difference == pytest.approx(
+        study.predictions(row.model).correct.mean() - clean.predictions(row.model).correct.mean())
+    assert not leak.paired.any() and (leak.low < leak.difference).all() and (leak.difference < leak.high).all()
 
 
-def test_confusion_difference_is_over_shared_classes(tiny_results, same_photos):
-    a, b = (artifacts.open_result_set(p) for p in (tiny_results, same_photos))
-    classes, diff = resultsets.confusion_difference(a, b, "cnn")
-    assert classes == a.class_names and np.allclose(np.nan_to_num(diff), 0)
+def test_confusion_difference_is_over_shared_classes(tiny_results, same_photos, study_split):
+    a, b, study = (artifacts.open_result_set(p) for p in (tiny_results, same_photos, study_split))
+    rows, columns, diff = resultsets.confusion_difference(a, b, "cnn")
+    assert rows == columns == a.class_names and np.allclose(diff, 0)
+    rows, columns, diff = resultsets.confusion_difference(study, a, "cnn")
+    assert rows == a.class_names[1:] and columns == a.class_names and diff.shape == (3, 4)
+    assert np.allclose(diff.sum(axis=1), 0)  # each row: shares that sum to one, minus shares that do
 
 
 def test_stripped_set_still_validates_and_says_which_models_have_weights(tiny_results, tmp_path):
@@ -145,22 +190,30 @@ def test_sidebar_choice_survives_page_changes_and_rejects_a_plain_folder(tiny_re
     at = _app(tiny_results)
     assert not at.exception
     at.text_input(key=common.TYPED).set_value(str(study_split)).run()
+    names = ["kaggle split · study recipe", "clean split · study recipe"]
     for page in ("pages/confusion.py", "pages/curves.py", "pages/overview.py"):  # issue 15, finding 1
         at.switch_page(page).run()
-        assert not at.exception, page
-        assert at.session_state[common.CHOSEN] == [str(study_split)]
-        assert at.text_input(key=common.TYPED).value == str(study_split)
-    assert "split **kaggle**" in " ".join(c.value for c in at.caption)
+        assert not at.exception and not at.error, page
+        assert at.session_state[common.CHOSEN] == [str(study_split), str(tiny_results)]
+        chooser = at.multiselect(key=common.PICKED)  # named as in the tables, the typed folder first
+        assert [n.split(" · 48 px")[0] for n in chooser.value] == names and at.text_input(key=common.TYPED).value == ""
+    assert "split **kaggle**" in " ".join(c.value for c in at.caption)  # single-set pages show the first
+    # The Overview opens with the leak, and says what the study's split tests.
+    assert at.header[0].value == "How much the study's split flatters each model"
+    assert "covering only 3 of its 4 classes" in " ".join(m.value for m in at.markdown)
 
-    shipped = at.multiselect(key=common.PICKED)
-    if shipped.options:  # the project's own artifacts/: compare it with the typed set
-        at = shipped.select(shipped.options[0]).run()
-        assert not at.exception and len(at.session_state[common.CHOSEN]) == 2
-        assert any("result sets side by side" in h.value for h in at.header)
-
-    at.text_input(key=common.TYPED).set_value(str(tmp_path)).run()
+    at.text_input(key=common.TYPED).set_value(str(tmp_path)).run()  # not a result set: reported, the rest kept
     warnings = " ".join(w.value for w in at.sidebar.warning)
     assert f"Not added: {tmp_path}:" in warnings and "no manifest.json" in warnings
+    assert not at.error and len(at.multiselect(key=common.PICKED).value) == 2
+    assert at.text_input(key=common.TYPED).value == str(tmp_path)  # left where it can be corrected
+
+    at.text_input(key=common.TYPED).set_value("").run()
+    at.multiselect(key=common.PICKED).unselect(at.multiselect(key=common.PICKED).value[0]).run()
+    assert not at.sidebar.warning and at.session_state[common.CHOSEN] == [str(tiny_results)]
+    assert not any("result sets side by side" in h.value for h in at.header)
+    at.multiselect(key=common.PICKED).set_value([]).run()
+    assert not at.exception and any("Choose a result set" in i.value for i in at.info)
 
 
 def test_classify_without_weights_names_the_models_that_have_them(tiny_results, tmp_path):
@@ -189,11 +242,26 @@ def test_classify_without_weights_names_the_models_that_have_them(tiny_results, 
         assert not at.exception and not at.error, page
 
 
-@pytest.mark.parametrize("count", [2, 3])
-def test_browser_renders_the_comparison_views_without_error_boxes(tiny_results, study_split, same_photos, count):
+def _shows_without_error_boxes(page, shot: str, heading: str) -> None:
+    import test_browser as tb
+
+    tb.settle(page)
+    tb.SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(tb.SHOTS / f"multiset-{shot}.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0, shot
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+    assert heading in page.inner_text("body"), shot
+
+
+def test_browser_renders_the_comparison_views_with_three_then_two_sets(tiny_results, study_split, same_photos):
+    """One server and one session (pages changed through the sidebar, as a person does): three sets on every
+    comparison view and Classify, then one set removed with its chip's x and the views again with two."""
     import os
     import subprocess
     import sys
+    import time
+    import urllib.request
 
     import test_browser as tb
 
@@ -201,18 +269,18 @@ def test_browser_renders_the_comparison_views_without_error_boxes(tiny_results, 
         pytest.skip("Debian chromium is not installed")
     from playwright.sync_api import sync_playwright
 
-    folders = [study_split, tiny_results, same_photos][:count]
     port = tb.free_port()
-    env = {**os.environ, "FRUITVEG_ARTIFACTS": os.pathsep.join(map(str, folders))}
+    env = {**os.environ, "FRUITVEG_ARTIFACTS": os.pathsep.join(map(str, [study_split, tiny_results, same_photos]))}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(tb.ROOT / "app.py"), "--server.port", str(port),
          "--server.headless", "true", "--server.address", "127.0.0.1"],
         cwd=tb.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    views = {"Overview": "How much the study's split flatters each model",
+             "Training curves": "One model across result sets",
+             "Confusion": "Confusion difference", "Statistics": "Result sets compared",
+             "Classify": "Classify a photo"}
     try:
-        import time
-        import urllib.request
-
         for _ in range(120):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
@@ -222,16 +290,22 @@ def test_browser_renders_the_comparison_views_without_error_boxes(tiny_results, 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=tb.CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            for path, heading in (("overview", "result sets side by side"), ("curves", "One model across"),
-                                  ("confusion", "Confusion difference"), ("statistics", "Result sets compared")):
-                page.goto(f"http://127.0.0.1:{port}/{path}")
-                tb.settle(page)
-                tb.SHOTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(tb.SHOTS / f"multiset-{count}-{path}.png"), full_page=True)
-                assert page.locator('[data-testid="stException"]').count() == 0, path
-                errors = page.locator('[data-testid="stAlertContentError"]')
-                assert errors.count() == 0, errors.all_inner_texts()
-                assert heading in page.inner_text("body"), path
+            # "/" first: a fresh server's first request to a page's own address runs that page file alone.
+            page.goto(f"http://127.0.0.1:{port}/")
+            _shows_without_error_boxes(page, "3-overview", "How much the study's split flatters each model")
+            assert "3 result sets side by side" in page.inner_text("body")
+            assert "covering only 3 of its 4 classes" in page.inner_text("body")
+            for link, heading in list(views.items())[1:]:
+                page.locator('[data-testid="stSidebarNavLink"]', has_text=link).click()
+                _shows_without_error_boxes(page, f"3-{link.split()[-1].lower()}", heading)
+            removed = page.locator('[data-testid="stMultiSelectTagsContainer"] button[aria-label^="Remove"]').last
+            removed.click()
+            for link, heading in list(views.items())[:-1]:
+                page.locator('[data-testid="stSidebarNavLink"]', has_text=link).click()
+                _shows_without_error_boxes(page, f"2-{link.split()[-1].lower()}", heading)
+            page.locator('[data-testid="stSidebarNavLink"]', has_text="Overview").click()
+            tb.settle(page)  # the leak's table holds both sets: no second table repeats it
+            assert "result sets side by side" not in page.inner_text("body")
             browser.close()
     finally:
         server.terminate()
