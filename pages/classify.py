@@ -9,7 +9,7 @@ from core import explain, features, formatting, groups, headline, images, infere
 from pages import common
 
 st.title("Classify a photo")
-rs = common.result_set()
+rs = common.result_set(with_weights=True)
 path, stamp = common.key(rs)
 
 with st.sidebar.expander("ImageNet weights"):

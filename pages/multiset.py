@@ -94,9 +94,7 @@ def overview() -> None:
     leak = _leak(sets, table)
     shown_in_leak = [] if leak is None else [leak.a.iloc[0], leak.b.iloc[0]]
     if set(sets) != set(shown_in_leak) or set(table.model) != set(leak.model):
-        _side_by_side(sets, table, shown_in_leak)
-    else:  # the leak's table already holds every figure
-        st.markdown("\n".join(f"- {_covers(name, rs)}" for name, rs in sets.items()))
+        _side_by_side(sets, table, shown_in_leak)  # unless the leak's table already holds every figure
     first = next((name for name, rs in common.catalogue().sets.items() if rs.models), None)
     if first:
         st.divider()

@@ -1,5 +1,6 @@
 """Comparing result sets, on the tiny trained set and copies of it relabelled as another split."""
 
+import os
 import shutil
 
 import numpy as np
@@ -241,17 +242,29 @@ def test_classify_without_weights_names_the_models_that_have_them(tiny_results, 
         at.switch_page(page).run()
         assert not at.exception and not at.error, page
 
+    # A set without any weights chosen first: the other pages show it, Classify the first set with weights.
+    bare = shutil.copytree(tiny_results, tmp_path / "bare")
+    artifacts.strip_weights(bare)
+    at = _app(f"{bare}{os.pathsep}{dest}")
+    listed = lambda: " ".join(m.value for m in at.sidebar.markdown)  # noqa: E731
+    assert "· no weights — *shown here*" in listed()
+    at.switch_page("pages/classify.py").run()
+    assert not at.exception and not at.error
+    assert "· some weights — *shown here*" in listed()
+    assert any("Models with weights in this result set: CNN." in i.value for i in at.info)
+
 
 def _shows_without_error_boxes(page, shot: str, heading: str) -> None:
     import test_browser as tb
 
     tb.settle(page)
-    tb.SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(tb.SHOTS / f"multiset-{shot}.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0, shot
     errors = page.locator('[data-testid="stAlertContentError"]')
     assert errors.count() == 0, errors.all_inner_texts()
     assert heading in page.inner_text("body"), shot
+    page.get_by_text(heading).first.scroll_into_view_if_needed()  # the comparison view, for a person to look at
+    tb.SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(tb.SHOTS / f"multiset-{shot}.png"))
 
 
 def test_browser_renders_the_comparison_views_with_three_then_two_sets(tiny_results, study_split, same_photos):
@@ -289,7 +302,7 @@ def test_browser_renders_the_comparison_views_with_three_then_two_sets(tiny_resu
                 time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=tb.CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
             # "/" first: a fresh server's first request to a page's own address runs that page file alone.
             page.goto(f"http://127.0.0.1:{port}/")
             _shows_without_error_boxes(page, "3-overview", "How much the study's split flatters each model")
