@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import stats
+from core import formatting, stats
 from core.artifacts import Predictions, ResultSet
 from core.specs import BACKBONES, MODEL_SPECS
 
@@ -165,7 +165,8 @@ def flags(tests: pd.DataFrame) -> list[str]:
     lines = []
     for row in tests[tests["own_backbone"]].itertuples():
         figures = (
-            f"{row.model_accuracy:.1%} vs {row.probe_accuracy:.1%} test accuracy; right where the other is wrong on "
+            f"{formatting.percent(row.model_accuracy)} vs {formatting.percent(row.probe_accuracy)} test accuracy; "
+            f"right where the other is wrong on "
             f"{row.only_model} vs {row.only_probe} photos, {stats._format_p(row.p_value)}"
         )
         if row.beats_probe:
