@@ -237,7 +237,9 @@ def ordered(sets: dict[str, artifacts.ResultSet]) -> dict[str, artifacts.ResultS
 
 
 def reference(sets: dict[str, artifacts.ResultSet]) -> str:
-    """What the others are measured against: the clean split with the study's recipe, when chosen."""
+    """What the others are measured against: the clean split with the study's recipe, when chosen (among
+    the sets with a finished model, when there are any)."""
+    sets = {n: rs for n, rs in sets.items() if rs.models} or sets
     clean = [n for n, rs in sets.items() if split_policy(rs) == CLEAN_SPLIT]
     plain = [n for n in clean if recipe(sets[n]) == DEFAULT_RECIPE]
     return (plain or clean or list(sets))[0]

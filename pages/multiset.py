@@ -29,7 +29,12 @@ def _diff_text(row) -> str:
 
 
 def _covers(name: str, rs) -> str:
-    return f"**{name}**: {resultsets.coverage(rs)}" if rs.models else f"**{name}**: no model has finished yet"
+    return f"**{name}**: {resultsets.coverage(rs)}" + ("" if rs.models else " (no model has finished yet)")
+
+
+def _unfinished(sets: dict) -> str:
+    waiting = [name for name, rs in sets.items() if not rs.models]
+    return f" Not compared yet, no model has finished: {', '.join(waiting)}." if waiting else ""
 
 
 def _span(values) -> str:
@@ -47,13 +52,17 @@ def _leak(sets: dict, table: pd.DataFrame) -> pd.DataFrame | None:
     models = list(leak.model)
     published = [MODEL_SPECS[m].reference_accuracy for m in models]
     st.header("How much the study's split flatters each model")
+    which = "the six models" if len(models) == len(MODEL_IDS) else (
+        f"{', '.join(map(common.title, models))}, the only model{'s' * (len(models) > 1)} on both so far")
     st.markdown(
-        f"On the study's own split — **{study}**, {resultsets.coverage(sets[study])} — this project's "
-        f"{_models(models)} score {_span([accuracy.loc[(study, m), 'accuracy'] for m in models])}; the study "
-        f"reported {_span(published)}. On the clean split — **{clean}**, {resultsets.coverage(sets[clean])} — "
-        f"the same models score {_span([accuracy.loc[(clean, m), 'accuracy'] for m in models])}. Study's split "
-        f"minus clean split: **{formatting.signed_points(leak.difference.min())} to "
-        f"{formatting.signed_points(leak.difference.max())}**, depending on the model."
+        f"On the study's own split — **{study}**, {resultsets.coverage(sets[study])} — this project scores "
+        f"{_span([accuracy.loc[(study, m), 'accuracy'] for m in models])} with {which}; the study reported "
+        f"{_span(published)}. On the clean split — **{clean}**, {resultsets.coverage(sets[clean])} — "
+        + ("the same models score " if len(models) > 1 else "the same model scores ")
+        + f"{_span([accuracy.loc[(clean, m), 'accuracy'] for m in models])}. Study's split minus clean split: "
+        + (f"**{formatting.signed_points(leak.difference.min())} to "
+           f"{formatting.signed_points(leak.difference.max())}**, depending on the model." if len(models) > 1
+           else f"**{formatting.signed_points(leak.difference.iloc[0])}**.")
     )
 
     def cell(name, model_id):
@@ -71,18 +80,15 @@ def _leak(sets: dict, table: pd.DataFrame) -> pd.DataFrame | None:
         hide_index=True,
         width="stretch",
     )
+    tested = resultsets.coverage(sets[study])
     st.caption(
-        f"95 % intervals: Wilson for each accuracy; for the difference, {leak.method.iloc[0]}. The study's "
-        f"split tests {resultsets.coverage(sets[study]).classes_tested} classes only, so its figures and this "
-        "difference speak for those classes; the clean split's for all it tests. The study's published "
-        "figures were measured on its own split."
+        f"95 % intervals: Wilson for each accuracy; for the difference, {leak.method.iloc[0]}. "
+        + (f"The study's split tests only {tested.classes_tested} of its {tested.classes} classes, so its "
+           "figures and this difference speak for those classes. " if tested.classes_tested < tested.classes
+           else "")
+        + "The study's published figures were measured on its own split."
     )
     return leak
-
-
-def _models(models: list[str]) -> str:
-    count = len(models)
-    return "six models" if count == len(MODEL_IDS) else f"{count} model{'s' * (count > 1)} trained on both so far"
 
 
 def overview() -> None:
@@ -175,7 +181,10 @@ def confusion() -> None:
     if len(sets) < 2:
         return
     st.header("Confusion difference between two result sets")
-    names = list(sets)
+    names = [name for name, rs in sets.items() if rs.models]
+    if len(names) < 2:
+        st.info("Needs two chosen sets with a finished model." + _unfinished(sets))
+        return
     left, middle, right = st.columns(3)
     a = left.selectbox("Set A", names, index=0, key="multiset_conf_a")
     b = middle.selectbox("Set B", names, index=1, key="multiset_conf_b")
@@ -207,7 +216,7 @@ def statistics() -> None:
     st.header("Result sets compared")
     diffs = resultsets.differences(sets)
     if diffs.empty:
-        st.info("The chosen sets share no finished model.")
+        st.info("The chosen sets share no finished model." + _unfinished(sets))
         return
     against = diffs.b.iloc[0]
     for name, part in diffs.groupby("a", sort=False):
@@ -226,4 +235,4 @@ def statistics() -> None:
         if paired:
             frame["McNemar p"] = [formatting.number(p, 3) for p in part.p_value]
         st.dataframe(frame, hide_index=True, width="stretch")
-    st.caption("; ".join(sorted(set(diffs.method))).capitalize() + ".")
+    st.caption("; ".join(sorted(set(diffs.method))).capitalize() + "." + _unfinished(sets))
