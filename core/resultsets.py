@@ -97,22 +97,18 @@ def open_sets(folders, opener=artifacts.open_result_set, offered=()) -> Catalogu
     not open is left out silently (only a chosen one is reported).
     """
     opened, rejected, chosen = {}, {}, []
-    for folder in folders:
-        key = os.path.realpath(Path(folder).expanduser())
-        if key in opened:
-            continue
-        try:
-            opened[key] = opener(Path(folder).expanduser())
-            chosen.append(key)
-        except artifacts.ResultSetError as err:
-            rejected[str(folder)] = str(err)
-    for folder in offered:
-        key = os.path.realpath(Path(folder).expanduser())
+    for folder, is_chosen in [*((f, True) for f in folders), *((f, False) for f in offered)]:
+        path = Path(folder).expanduser()
+        key = os.path.realpath(path)
         if key not in opened:
             try:
-                opened[key] = opener(Path(folder).expanduser())
-            except artifacts.ResultSetError:
-                pass
+                opened[key] = opener(path)
+            except artifacts.ResultSetError as err:
+                if is_chosen:
+                    rejected[str(folder)] = str(err)
+                continue
+        if is_chosen and key not in chosen:
+            chosen.append(key)
     named = dict(zip(opened, names(list(opened.values()))))
     return Catalogue(
         sets={named[k]: opened[k] for k in chosen},
