@@ -299,14 +299,24 @@ def _assign_groups(prints, groups, keep, seed, validation_fraction, test_fractio
     return assignment
 
 
-def load_images(root, files: list[ImageFile], size: int, progress: bool = True):
-    """Decode and resize files to (N, size, size, 3) uint8; unreadable ones are dropped and reported."""
-    arrays, kept, skipped = [], [], []
+def load_images(root, files: list[ImageFile], size: int, progress: bool = True, path: Path | None = None):
+    """Decode and resize files to (N, size, size, 3) uint8; unreadable ones are dropped and reported.
+
+    With ``path``, each photo is written as it is decoded into an ``.npy`` file there, returned as a memory
+    map: the photos then take page cache the system can reclaim, not memory of their own (nor, while
+    stacking, twice that).
+    """
+    shape = (len(files), size, size, 3)
+    if path is None or not files:  # a memory map cannot be empty
+        photos = np.zeros(shape, np.uint8)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        photos = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    kept, skipped = [], []
     for f in tqdm(files, desc=f"loading images at {size}px", unit="img", disable=not progress):
         try:
-            arrays.append(images.load_for_model(f"{root}/{f.path}", size)[1])
+            photos[len(kept)] = images.load_for_model(f"{root}/{f.path}", size)[1]
             kept.append(f)
         except (OSError, images.ImageError) as err:
             skipped.append((f.path, str(err)))
-    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return stacked, kept, skipped
+    return photos[: len(kept)], kept, skipped

@@ -19,6 +19,7 @@ import json
 import logging
 import platform
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tensorflow.python.eager import context as tf_context  # the coordination barrier has no public API
 from tqdm import tqdm
 
 from core import artifacts, cache, dataset, evaluation, images, models
@@ -137,15 +139,19 @@ def make_views(photos: np.ndarray, views: int, seed: int, folder: Path | None = 
     return result
 
 
-def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Batches of (input, label) in a new order every epoch, each item as one of its views drawn at random.
+def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, seed: int,
+                 shuffle: bool = True) -> tf.data.Dataset:
+    """Batches of (input, label) in a new order every epoch (in order without ``shuffle``), each item as one
+    of its views drawn at random.
 
     The order and the views are drawn inside tf.data; the rows are gathered from ``views`` (arrays or
     memory maps of the on-disk cache) one batch at a time, so that no copy of every view is ever made.
     """
     count = len(labels)
     labels = np.asarray(labels)
-    order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    order = tf.data.Dataset.range(count)
+    if shuffle:
+        order = order.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     view = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % len(views))
     picks = tf.data.Dataset.zip(view, order).batch(batch_size)
     row_shape = views[0].shape[1:]
@@ -222,7 +228,7 @@ def fit(trainable: keras.Model, lr: float, train_views, y_train, val_x, y_val, h
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=hp.patience, restore_best_weights=True)
     trainable.fit(
         view_batches(train_views, y_train, hp.batch_size, seed),
-        validation_data=(val_x.astype(np.float32), y_val) if len(y_val) else None,
+        validation_data=view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None,
         epochs=hp.epochs,
         shuffle=False,  # view_batches shuffles
         callbacks=[epoch_log, stopper],
@@ -236,14 +242,67 @@ def fit(trainable: keras.Model, lr: float, train_views, y_train, val_x, y_val, h
 # ---------------------------------------------------------------- the whole run
 
 
+class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose ``reduce`` takes what Keras 3's ``fit`` gives it (keras-team/keras#20585):
+    a nest of values (its first batch, to build the model) and scalars with ``axis=0`` (its per-step logs,
+    which only need reducing across replicas)."""
+
+    def reduce(self, reduce_op, value, axis=None):
+        reduce_one = super().reduce
+
+        def one(v):
+            rank = self.experimental_local_results(v)[0].shape.rank
+            return reduce_one(reduce_op, v, axis=None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
 def resolve_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy by name. A multi-worker one must be made before TensorFlow runs anything
+    (its collective ops are configured at startup), hence first thing in ``run``."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return MultiWorkerStrategy()
     if name != "default":
         raise ValueError(f"unknown strategy {name!r}: default, mirrored or multiworker")
     return tf.distribute.get_strategy()
+
+
+def is_chief(dist: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the result set: the only process, the task named "chief", or worker 0
+    where the cluster names no chief (TensorFlow's convention, as in its multi-worker Keras tutorial)."""
+    resolver = dist.cluster_resolver
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
+def worker_folder(out, dist: tf.distribute.Strategy) -> Path:
+    """Where this process writes: ``out`` for the chief; for another worker a folder beside it, which is
+    deleted at the end. Every worker runs the same code (saving and evaluating included), as tf.distribute
+    requires, but only the chief's writes are the result set."""
+    if is_chief(dist):
+        return Path(out)
+    resolver = dist.cluster_resolver
+    return Path(f"{Path(out)}.{resolver.task_type}{resolver.task_id}")
+
+
+def leave_together(dist: tf.distribute.Strategy, timeout_minutes: int = 30) -> None:
+    """Wait until every worker has got here. Worker 0 serves the others' last exchanges (and the cluster's
+    coordination service): if it exited first, a worker still finishing one would fail with "Socket closed"."""
+    if dist.cluster_resolver is not None:
+        tf_context.context().wait_at_barrier("fruitveg-training-run-end", timeout_minutes * 60_000)
+
+
+def true_on_every_worker(dist: tf.distribute.Strategy, flags: list[bool]) -> list[bool]:
+    """Each flag and-ed over all workers (an all-reduce), so that every worker runs the same jobs in the
+    same order: a worker that trained a model the others skip would wait for them forever."""
+    if dist.cluster_resolver is None or not flags:
+        return flags
+    local = tf.constant(np.asarray(flags, np.int32))
+    total = dist.reduce(tf.distribute.ReduceOp.SUM, dist.run(lambda: tf.identity(local)), axis=None)
+    return [bool(v) for v in total.numpy() == dist.num_replicas_in_sync]
 
 
 def run(
@@ -269,6 +328,7 @@ def run(
     Trunk outputs are cached on disk under ``out/.cache`` (core/cache.py), reused by a resumed run, and
     deleted when the run ends unless ``keep_cache``.
     """
+    dist = resolve_strategy(strategy)
     precision = resolve_trunk_precision(trunk_precision)
     timings = {}
     clock = time.perf_counter()
@@ -288,7 +348,7 @@ def run(
         "backbone_weights": "random (test only)" if random_backbones else "imagenet",
         "trunk_precision_train_views": precision,
     }
-    writer = artifacts.ResultSetWriter(out, config)
+    writer = artifacts.ResultSetWriter(worker_folder(out, dist), config)
     writer.write_file(artifacts.DATASET, (json.dumps(plan.to_json(), indent=1) + "\n").encode())
     writer.save_manifest(
         class_names=class_names,
@@ -307,16 +367,39 @@ def run(
             "numpy": np.__version__,
         },
     )
-    jobs = [(m, hp.seed + k) for m in model_ids for k in range(seeds) if not _job_done(writer, m, hp.seed + k, hp.seed)]
+    chief = is_chief(dist)
     status = {m: "done" for m in model_ids}
+    candidates = [(m, hp.seed + k) for m in model_ids for k in range(seeds)]
+    # The chief's result set says what is left to do; the other workers follow it (their folders are scratch).
+    pending = [not (chief and _job_done(writer, m, seed, hp.seed)) for m, seed in candidates]
+    weights = {}
+    to_train = {m for (m, _), todo in zip(candidates, pending) if todo}
+    for backbone in sorted({MODEL_SPECS[m].backbone for m in to_train} - {None}):
+        try:
+            weights[backbone] = "random" if random_backbones else models.imagenet_weights(backbone, weights_dir)
+        except models.WeightsUnavailable as err:
+            status.update({m: str(err) for m in to_train if MODEL_SPECS[m].backbone == backbone})
+    able = [status[m] == "done" for m, _ in candidates]
+    agreed = true_on_every_worker(dist, pending + able)
+    pending, able_everywhere = agreed[: len(candidates)], agreed[len(candidates) :]
+    for (m, _), todo, ok in zip(candidates, pending, able_everywhere):
+        if todo and not ok and status[m] == "done":
+            status[m] = "not trained: another worker lacks its backbone's weights"
+    jobs = [job for job, todo, ok in zip(candidates, pending, able_everywhere) if todo and ok]
     if not jobs:
+        _remove_scratch(writer, chief, keep_cache)
+        leave_together(dist)
         return status
+    # Grouped by backbone, so that a backbone's trunk cache can be freed after its last model.
+    backbone_order = [None, *BACKBONES]
+    jobs.sort(key=lambda job: (backbone_order.index(MODEL_SPECS[job[0]].backbone), MODEL_IDS.index(job[0]), job[1]))
 
     clock = time.perf_counter()
     index = {name: i for i, name in enumerate(class_names)}
     data = {}
     for name in dataset.SPLITS:
-        photos, kept, skipped = dataset.load_images(data_dir, plan.files[name], hp.image_size, progress)
+        photos, kept, skipped = dataset.load_images(data_dir, plan.files[name], hp.image_size, progress,
+                                                    writer.root / cache.CACHE_FOLDER / "photos" / f"{name}.npy")
         data[name] = (photos, np.array([index[f.label] for f in kept], np.int64), kept)
     _write_samples(writer, data_dir, data["test"][2])
     train_views = make_views(data["train"][0], hp.views, hp.seed, writer.root / cache.CACHE_FOLDER / "photo-views")
@@ -324,19 +407,6 @@ def run(
     log.info("photos loaded and augmented: %s", {name: len(data[name][1]) for name in data})
     clean_mask = ~np.isin([f.path for f in data["test"][2]], plan.leaked["test"])
 
-    weights = {}
-    for backbone in sorted({MODEL_SPECS[m].backbone for m, _ in jobs} - {None}):
-        try:
-            weights[backbone] = "random" if random_backbones else models.imagenet_weights(backbone, weights_dir)
-        except models.WeightsUnavailable as err:
-            for m in [m for m, _ in jobs if MODEL_SPECS[m].backbone == backbone]:
-                status[m] = str(err)
-    jobs = [(m, seed) for m, seed in jobs if status[m] == "done"]
-    # Grouped by backbone, so that a backbone's trunk cache can be freed after its last model.
-    backbone_order = [None, *BACKBONES]
-    jobs.sort(key=lambda job: (backbone_order.index(MODEL_SPECS[job[0]].backbone), MODEL_IDS.index(job[0]), job[1]))
-
-    dist = resolve_strategy(strategy)
     caches: dict[str, dict] = {}
     for position, (model_id, run_seed) in enumerate(jobs):
         spec = MODEL_SPECS[model_id]
@@ -382,10 +452,19 @@ def run(
         del model, trainable, inputs, explain_inputs
         gc.collect()  # Keras models hold reference cycles, and with them their datasets
     writer.save_manifest(timings={**writer.manifest.get("timings", {}), **timings})
-    if not keep_cache:
-        caches.clear()
-        cache.remove(writer.root)
+    caches.clear()
+    _remove_scratch(writer, chief, keep_cache)
+    leave_together(dist)
     return status
+
+
+def _remove_scratch(writer, chief: bool, keep_cache: bool) -> None:
+    """The trunk cache, unless kept; and a non-chief worker's folder, which holds nothing else of use."""
+    if keep_cache:
+        return
+    cache.remove(writer.root)
+    if not chief:
+        shutil.rmtree(writer.root, ignore_errors=True)
 
 
 def _model_inputs(model, spec, train_views, data, caches, precision, timings, progress, folder) -> dict:
@@ -465,7 +544,8 @@ def _write_replicate(writer, model, spec, seed, class_names, groups, history, ex
     probs = models.top_model(model, spec).predict(np.asarray(explain_inputs, np.float32), verbose=0)
     metrics = evaluation.evaluate(probs, y_test, class_names, [groups[c] for c in class_names], clean_mask)
     metrics["best_epoch"] = int(history["val_loss" if "val_loss" in history else "loss"].idxmin()) + 1
-    with writer.model_folder(spec.id, keep_existing=True) as folder:
+    # A non-chief worker's scratch folder lacks the model's first run where the chief had it already.
+    with writer.model_folder(spec.id, keep_existing=(writer.root / spec.id).is_dir()) as folder:
         artifacts.write_csv(folder / artifacts.replicate_file(seed, artifacts.HISTORY), history)
         artifacts.write_json(folder / artifacts.replicate_file(seed, artifacts.METRICS), metrics)
         artifacts.write_npz(folder / artifacts.replicate_file(seed, artifacts.PREDICTIONS),

@@ -218,11 +218,29 @@ def test_view_batches_read_memory_maps_batch_by_batch(tmp_path):
     assert np.array_equal(inputs[:, 0] % 100, labels)  # each row is its label's item, from one of its views
 
 
+def test_view_batches_without_shuffle_keep_the_order():
+    batches = training.view_batches([np.arange(10)[:, None] * 1.0], np.arange(10), batch_size=4, seed=0, shuffle=False)
+    for _ in range(2):
+        assert [y.numpy().tolist() for _, y in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_photos_decoded_into_a_file_are_the_photos_decoded_in_memory(tiny_data, tmp_path):
+    from core import dataset
+
+    files = dataset.scan(tiny_data)[:5]
+    files.insert(2, dataset.ImageFile("train/apple/missing.jpg", "apple", "train"))
+    in_memory, kept, skipped = dataset.load_images(tiny_data, files, 32, progress=False)
+    on_disk, kept_too, _ = dataset.load_images(tiny_data, files, 32, progress=False, path=tmp_path / "p" / "train.npy")
+    assert isinstance(on_disk, np.memmap) and np.array_equal(in_memory, on_disk) and kept == kept_too
+    assert len(kept) == 5 and [path for path, _ in skipped] == ["train/apple/missing.jpg"]
+
+
 def test_a_run_deletes_its_trunk_cache_unless_asked_to_keep_it(tiny_data, tmp_path):
     hp = training.HyperParameters(**{**TINY_HP, "epochs": 1})
     training.run(tiny_data, tmp_path / "gone", ["vgg16"], hp, random_backbones=True, progress=False)
     assert not (tmp_path / "gone" / ".cache").exists()
     training.run(tiny_data, tmp_path / "kept", ["vgg16"], hp, random_backbones=True, progress=False, keep_cache=True)
-    photo_views, trunk = sorted((tmp_path / "kept" / ".cache").iterdir())
+    photo_views, photos, trunk = sorted((tmp_path / "kept" / ".cache").iterdir())
     assert photo_views.name == "photo-views" and (photo_views / "view1.npy").exists()
+    assert sorted(p.name for p in photos.iterdir()) == ["test.npy", "train.npy", "validation.npy"]
     assert trunk.name.startswith("vgg16-") and (trunk / "trunk" / "train-view0.npy").exists()
