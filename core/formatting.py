@@ -40,10 +40,11 @@ def percent_interval(value, low, high, decimals: int = 1) -> str:
 
 
 def mean_spread(mean, sd, runs: int, decimals: int = 1) -> str:
-    """'80.4 % ± 0.8 (3 seeds)', or the en dash for a single run (one run says nothing about spread)."""
+    """'80.4 % ± 0.8 (3)': mean, sd and number of runs, short enough for its column; the en dash for a single
+    run (one run says nothing about spread)."""
     if runs < 2 or _missing(mean) or _missing(sd):
         return MISSING
-    return f"{100 * mean:.{decimals}f} % ± {100 * sd:.{decimals}f} ({runs} seeds)"
+    return f"{100 * mean:.{decimals}f} % ± {100 * sd:.{decimals}f} ({runs})"
 
 
 def number(value, decimals: int = 3) -> str:
@@ -81,7 +82,7 @@ OVERVIEW_COLUMNS = {
         "Fruit/veg acc.": (lambda r: percent(r["group_accuracy"]), "group_accuracy", True),
         "Loss": (lambda r: number(r["loss"]), "loss", False),
         "ECE": (lambda r: number(r["ece"]), "ece", False),
-        "Seeds: mean ± sd": (lambda r: mean_spread(r["seed_mean_accuracy"], r["seed_sd_accuracy"],
+        "Seeds: mean ± sd (runs)": (lambda r: mean_spread(r["seed_mean_accuracy"], r["seed_sd_accuracy"],
                                                    int(r["seed_runs"])), None, None),
         "Study acc. (Δ)": (lambda r: f"{percent(r['reference_accuracy'])} ({signed_points(r['accuracy_vs_reference'])})",
                            None, None),

@@ -10,7 +10,7 @@ from pages import common
 ALL_CLASSES = "all classes"
 OUTCOMES = {"right or wrong": None, "right": True, "wrong": False}  # that model's prediction
 PHOTO_SIDE = 320
-MAP_PX = 145  # six maps fill a 1400 px screen
+MAP_PX = 138  # six maps, with the gaps between them, fit a 1400 px screen
 PLACEHOLDER_GREY = "#9e9e9e"
 FLAT_RANGE = 0.05  # maps are scaled to 0..1 per image; less spread than this shows as one flat colour
 
