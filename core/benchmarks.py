@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from core import dataset, evaluation, images, models, training
+from core import artifacts, dataset, evaluation, images, models, training
 from core.inference import Classifier
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -312,8 +313,9 @@ def grow_dataset(source, target, count: int, seed: int = 0) -> Path:
     """A copy of the dataset at ``source`` grown to ``count`` photos in ``target``, for memory at scale.
 
     The originals first, then altered copies (mirrored on odd rounds, brightness and colour scaled, re-encoded
-    at another JPEG quality) beside their originals, in the same split and class folder. Whether the clean
-    split keeps a copy with its original depends on the duplicate detection; memory does not.
+    at another JPEG quality) beside their originals, in the same split and class folder, named
+    ``copy<round>-<original's stem>.jpg``. The clean split keeps a copy with its original where the duplicate
+    detection joins them, which ``copies_apart`` counts afterwards (memory does not depend on it).
     """
     files = dataset.scan(source)
     rng = np.random.default_rng(seed)
@@ -334,29 +336,53 @@ def grow_dataset(source, target, count: int, seed: int = 0) -> Path:
     return target
 
 
+_COPY_NAME = re.compile(r"copy\d+-(.+)\.jpg")
+
+
+def copies_apart(plan_json: dict) -> dict:
+    """How many of ``grow_dataset``'s copies the split of a grown dataset (its dataset.json) put in
+    another split than their original: each one a near duplicate the detection missed."""
+    split_of = {path: split for split, files in plan_json["files"].items() for path, _ in files}
+    original_split = {(str(Path(path).parent), Path(path).stem): split for path, split in split_of.items()
+                      if not _COPY_NAME.fullmatch(Path(path).name)}
+    copies = {path: split for path, split in split_of.items() if _COPY_NAME.fullmatch(Path(path).name)}
+    apart = sum(split != original_split.get((str(Path(path).parent), _COPY_NAME.fullmatch(Path(path).name)[1]))
+                for path, split in copies.items())
+    return {"copies": len(copies), "apart": apart}
+
+
 _MEMORY_CHILD = """
 import json, logging, os, resource, sys, threading, time
 sys.path.insert(0, {root!r})
 from core import training
-phases, peak, start = [], [0], time.perf_counter()
-def rss():  # resident bytes now (Linux)
+phases, peak, anon_peak, start = [], [0, 0], [0], time.perf_counter()
+def rss():  # resident bytes now, and those of them not backed by a file (Linux: statm's resident - shared)
     with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        resident, shared = (int(v) for v in statm.read().split()[1:3])
+    page = os.sysconf("SC_PAGE_SIZE")
+    return resident * page, (resident - shared) * page
 def sample():
+    now = rss()
+    peak[:] = [max(p, n) for p, n in zip(peak, now)]
+    anon_peak[0] = max(anon_peak[0], now[1])
+def sampler():
     while True:
-        peak[0] = max(peak[0], rss())
+        sample()
         time.sleep(0.1)
-threading.Thread(target=sample, daemon=True).start()
+threading.Thread(target=sampler, daemon=True).start()
 class Phase(logging.Handler):
     def emit(self, record):
-        peak[0] = max(peak[0], rss())
-        phases.append({{"until": record.getMessage(), "seconds": time.perf_counter() - start, "peak_rss_mb": peak[0] / 2**20}})
-        peak[0] = 0
+        sample()
+        phases.append({{"until": record.getMessage(), "seconds": time.perf_counter() - start,
+                       "peak_rss_mb": peak[0] / 2**20, "peak_anon_mb": peak[1] / 2**20}})
+        peak[:] = [0, 0]
 logging.getLogger("core.training").addHandler(Phase())
 logging.getLogger("core.training").setLevel(logging.INFO)
 status = training.run({data!r}, {out!r}, hp=training.HyperParameters(**{hp!r}), weights_dir={weights!r}, progress=False)
+sample()
 print(json.dumps({{"status": status, "seconds": time.perf_counter() - start, "phases": phases,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_anon_mb": anon_peak[0] / 2**20}}))
 """
 
 
@@ -377,6 +403,8 @@ def training_memory(source, counts: list[int], hp: training.HyperParameters, wei
             if done.returncode:
                 raise RuntimeError(f"training on {count} photos failed: {done.stderr[-2000:]}")
             result["runs"][str(count)] = json.loads(done.stdout.strip().splitlines()[-1])
+            plan = json.loads((Path(tmp) / "out" / artifacts.DATASET).read_text())
+            result["runs"][str(count)]["copies_in_another_split"] = copies_apart(plan)
     peaks = [run["peak_rss_mb"] for run in result["runs"].values()]
     result["peak_growth"] = peaks[-1] / peaks[0] - 1 if len(peaks) > 1 else None
     return result

@@ -129,10 +129,13 @@ def memory_command(args) -> dict:
     hp = training.HyperParameters(image_size=args.image_size, epochs=args.epochs, patience=args.epochs)
     result = benchmarks.training_memory(args.data_dir, args.photos, hp, args.weights_dir)
     for count, run in result["runs"].items():
-        print(f"{count} photos: peak {run['peak_rss_mb']:.0f} MB, {run['seconds']:.0f} s "
-              f"({hp.epochs} epoch(s) per model; the peak is reached in the first)")
+        copies = run["copies_in_another_split"]
+        print(f"{count} photos: peak {run['peak_rss_mb']:.0f} MB resident, {run['peak_anon_mb']:.0f} MB of it not "
+              f"file-backed, {run['seconds']:.0f} s ({hp.epochs} epoch(s) per model; the peak is reached in the "
+              f"first); {copies['apart']} of {copies['copies']} grown copies split apart from their original")
         for phase in run["phases"]:
-            print(f"    {phase['seconds']:7.0f} s  peak {phase['peak_rss_mb']:6.0f} MB  until {phase['until']}")
+            print(f"    {phase['seconds']:7.0f} s  peak {phase['peak_rss_mb']:6.0f} MB  (not file-backed "
+                  f"{phase['peak_anon_mb']:6.0f} MB)  until {phase['until']}")
     if result["peak_growth"] is not None:
         print(f"peak growth from {args.photos[0]} to {args.photos[-1]} photos: {100 * result['peak_growth']:+.0f} %")
     return result

@@ -78,3 +78,22 @@ def test_a_grown_dataset_holds_the_originals_then_altered_copies(tmp_path):
     copy_pixels = np.asarray(benchmarks.images.read_image(f"{grown}/{copy.path}"), np.float32)
     assert copy_pixels.shape == original_pixels.shape
     assert np.abs(copy_pixels - original_pixels[:, ::-1]).mean() < np.abs(copy_pixels - original_pixels).mean()
+
+
+def test_grown_copies_split_apart_from_their_originals_are_counted(tmp_path):
+    from conftest import make_dataset
+    from core import dataset
+
+    source = make_dataset(tmp_path / "source", per_split=(("train", 4), ("validation", 1), ("test", 1)))
+    grown = benchmarks.grow_dataset(source, tmp_path / "grown", 2 * len(dataset.scan(source)))
+    plan = dataset.plan_splits(grown, progress=False).to_json()
+    found = benchmarks.copies_apart(plan)
+    assert found["copies"] == len(dataset.scan(source))
+    # The detection joins these recoloured, mirrored, re-encoded copies to their originals.
+    assert found["apart"] == 0
+    # Moving one copy to another split is counted.
+    train, test = plan["files"]["train"], plan["files"]["test"]
+    moved = next(entry for entry in train if "copy1-" in entry[0])
+    train.remove(moved)
+    test.append(moved)
+    assert benchmarks.copies_apart(plan) == {"copies": found["copies"], "apart": 1}
