@@ -28,6 +28,7 @@ def title(backbone: str) -> str:
 
 
 def _classifier(c: float):
+    # scikit-learn only loads for fitting: the pages import this module just to read a stored probe.
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -159,15 +160,22 @@ def paired_tests(result_set: ResultSet) -> pd.DataFrame:
 
 
 def flags(tests: pd.DataFrame) -> list[str]:
-    """One sentence per fine-tuned ImageNet model against its own backbone's probe; ⚠ where not beaten."""
+    """One sentence per fine-tuned ImageNet model against its own backbone's probe; ⚠ where not beaten.
+
+    A model whose backbone has no probe in the set (only some backbones probed) is said to be not compared.
+    """
     if tests.empty:
         return []
     lines = []
+    for model_id, model in tests.drop_duplicates("id")[["id", "model"]].itertuples(index=False):
+        backbone = MODEL_SPECS[model_id].backbone
+        if backbone is not None and backbone not in set(tests["backbone"]):
+            lines.append(f"{model} is not compared: this result set has no {BACKBONES[backbone].title} probe.")
     for row in tests[tests["own_backbone"]].itertuples():
         figures = (
             f"{formatting.percent(row.model_accuracy)} vs {formatting.percent(row.probe_accuracy)} test accuracy; "
-            f"right where the other is wrong on "
-            f"{row.only_model} vs {row.only_probe} photos, {stats._format_p(row.p_value)}"
+            f"right where the other is wrong on {row.only_model} vs {row.only_probe} photos, "
+            f"{stats._format_p(row.p_value)}"
         )
         if row.beats_probe:
             lines.append(f"{row.model} beats its backbone's linear probe ({figures}).")

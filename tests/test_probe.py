@@ -91,7 +91,9 @@ def test_probe_is_stored_read_back_and_paired_with_every_model(probed):
     assert len(tests) == 12 and sorted(tests[tests["own_backbone"]]["id"]) == sorted(
         ["vgg16", "vgg16_attention", "resnet50", "resnet50_attention"]
     )
-    assert len(probe.flags(tests)) == 4
+    assert len(probe.flags(tests)) == 4 and all(line.startswith("⚠") for line in probe.flags(tests))
+    only_resnet = probe.flags(tests[tests["backbone"] == "resnet50"])
+    assert sum("not compared: this result set has no VGG16 probe" in line for line in only_resnet) == 2
 
 
 def test_a_damaged_or_newer_probe_reads_as_none_and_the_set_still_opens(probed, tmp_path):
