@@ -225,3 +225,27 @@ def test_attention_page(tiny_results, monkeypatch):
     at.run()
     assert not at.exception
     assert "photo not here" in at.image[0].captions[0]
+
+
+def test_a_flat_true_class_map_is_named_and_not_drawn_as_one_blue(tiny_results, tmp_path):
+    """Issue 15, finding 10: a Grad-CAM with no region standing out read as "looked everywhere" in flat blue."""
+    import shutil
+
+    copy = tmp_path / "flat maps"
+    shutil.copytree(tiny_results, copy)
+    manifest = artifacts.read_json(copy / artifacts.MANIFEST)
+    with np.load(copy / "cnn" / artifacts.MAPS) as stored:
+        maps = {name: stored[name] for name in stored.files}
+    maps["gradcam_true"] = np.zeros_like(maps["gradcam_true"])
+    np.savez_compressed(copy / "cnn" / artifacts.MAPS, **maps)
+    manifest["models"]["cnn"]["files"][artifacts.MAPS] = artifacts.sha256_file(copy / "cnn" / artifacts.MAPS)
+    artifacts.write_json(copy / artifacts.MANIFEST, manifest)
+
+    at = page("attention", copy, attention_true=True)
+    assert not at.exception
+    cnn = next(image for image in at.image if image.captions[0].startswith(("✓ CNN:", "✗ CNN:")))
+    assert "flat map: no region raises this class" in cnn.captions[0]
+    # Drawn as the photo itself (the same bytes, so the same media address) as above the maps, not a blue overlay.
+    assert cnn.proto.imgs[0].url == at.image[0].proto.imgs[0].url
+    drawn = [image for image in at.image[1:] if "flat map" not in image.captions[0]]
+    assert drawn and all(image.proto.imgs[0].url != at.image[0].proto.imgs[0].url for image in drawn)
