@@ -35,8 +35,11 @@ def catalogue() -> resultsets.Catalogue:
 
 
 def _initial_choice() -> list[str]:
-    """FRUITVEG_ARTIFACTS may name several folders, separated like PATH (":" here), to compare at start."""
-    chosen = st.session_state.get("artifacts") or os.environ.get("FRUITVEG_ARTIFACTS") or str(DEFAULT_ARTIFACTS)
+    """FRUITVEG_ARTIFACTS may name several folders, separated like PATH (":" here), to compare at start;
+    without it, every shipped set is chosen, so the Overview opens with the comparison (artifacts/ first)."""
+    chosen = st.session_state.get("artifacts") or os.environ.get("FRUITVEG_ARTIFACTS")
+    if not chosen:
+        return [str(folder) for folder in resultsets.discover()] or [str(DEFAULT_ARTIFACTS)]
     return [folder for folder in chosen.split(os.pathsep) if folder]
 
 

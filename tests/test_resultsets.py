@@ -217,6 +217,23 @@ def test_sidebar_choice_survives_page_changes_and_rejects_a_plain_folder(tiny_re
     assert not at.exception and any("Choose a result set" in i.value for i in at.info)
 
 
+def test_without_a_choice_every_shipped_set_is_chosen(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from pages import common
+
+    monkeypatch.delenv("FRUITVEG_ARTIFACTS", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    assert not at.exception
+    shipped = [str(folder) for folder in resultsets.discover()]
+    assert at.session_state[common.CHOSEN] == (shipped or [str(common.DEFAULT_ARTIFACTS)])
+    assert len(at.multiselect(key=common.PICKED).value) == len(shipped)
+    splits = {resultsets.split_policy(artifacts.open_result_set(folder)) for folder in shipped}
+    if {resultsets.STUDY_SPLIT, resultsets.CLEAN_SPLIT} <= splits:  # the shipped study split: the leak comes first
+        assert at.header[0].value == "How much the study's split flatters each model"
+
+
 def test_classify_without_weights_names_the_models_that_have_them(tiny_results, tmp_path):
     from core import inference
 
