@@ -138,7 +138,7 @@ def test_script_fails_cleanly_on_a_missing_folder(tmp_path):
 
 
 def _page(tiny_results) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "views" / "data.py"), default_timeout=60)
     at.session_state["artifacts"] = str(tiny_results)
     return at.run()
 

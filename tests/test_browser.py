@@ -4,6 +4,7 @@ Uses Debian's Chromium through Playwright (a test tool's own browser download fa
 where Chromium is not installed. Screenshots go to screenshots/ for a person to look at.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -30,10 +31,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_results):
+@contextlib.contextmanager
+def serve(results):
+    """`streamlit run app.py` on ``results``, on a free port; yields its address once it answers."""
     port = free_port()
-    env = {**os.environ, "FRUITVEG_ARTIFACTS": str(tiny_results)}
+    env = {**os.environ, "FRUITVEG_ARTIFACTS": str(results)}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.headless", "true", "--server.address", "127.0.0.1"],
@@ -51,6 +53,12 @@ def app_url(tiny_results):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_results):
+    with serve(tiny_results) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +131,20 @@ def table_cells(page) -> list[str]:
     """The cells of every table on the page, from the grid's accessible copy (the grid itself is a canvas)."""
     page.locator('[data-testid="stDataFrame"] table td').first.wait_for(state="attached", timeout=30_000)
     return page.locator('[data-testid="stDataFrame"] table td').evaluate_all("cells => cells.map(c => c.textContent)")
+
+
+def test_a_restarted_server_first_opened_at_a_page_address_shows_the_app_navigation(tiny_results, browser):
+    # A browser tab left open on /data reconnects to a restarted server before anyone opens "/". Streamlit
+    # then reads a folder named pages/ beside app.py as the old kind of multipage app: its files (helpers
+    # included) became the navigation and app.py's own never ran. Hence views/.
+    with serve(tiny_results) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/data")
+        settle(page)
+        links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+        page.close()
+    titles = [re.sub(r"^\w+\n+", "", link).strip() for link in links]  # drop the icon's ligature name
+    assert titles == ["Overview", "Training curves", "Confusion", "Attention maps", "Statistics", "Classify", "Data"]
 
 
 @pytest.mark.parametrize("width", [1400, 800])

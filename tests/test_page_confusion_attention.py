@@ -109,7 +109,7 @@ def test_test_photos_come_from_the_dataset_else_the_samples(tmp_path):
 
 def page(name: str, results, **state) -> AppTest:
     """The page run once on ``results``, with the session state (widget values by key) given."""
-    at = AppTest.from_file(ROOT / "pages" / f"{name}.py", default_timeout=60)
+    at = AppTest.from_file(ROOT / "views" / f"{name}.py", default_timeout=60)
     at.session_state["artifacts"] = str(results)
     for key, value in state.items():
         at.session_state[key] = value

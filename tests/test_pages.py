@@ -11,7 +11,7 @@ from core.specs import MODEL_IDS, MODEL_SPECS
 
 
 def page(name: str, results) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=120)
     at.session_state["artifacts"] = str(results)
     return at.run()
 

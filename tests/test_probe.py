@@ -111,7 +111,7 @@ def test_a_damaged_or_newer_probe_reads_as_none_and_the_set_still_opens(probed, 
 
 
 def page(name, results) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=120)
     at.session_state["artifacts"] = str(results)
     return at.run()
 

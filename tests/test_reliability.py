@@ -35,7 +35,7 @@ from conftest import ROOT, TINY_CLASSES, TINY_HP, make_photo
 from core import artifacts, headline, images, inference, reports
 from core.specs import MODEL_IDS, MODEL_SPECS
 
-PAGE = ROOT / "pages" / "classify.py"
+PAGE = ROOT / "views" / "classify.py"
 PAGE_ERROR_PREFIX = "This file cannot be classified: "
 
 
@@ -586,7 +586,7 @@ def test_memory_does_not_grow_with_each_photo(loaded):
 def test_the_classify_page_caches_are_bounded():
     """Every cache of the classify page (and of the helpers it uses) has max_entries; models: cache_resource."""
     decorated = {}
-    for path in (PAGE, ROOT / "pages" / "common.py"):
+    for path in (PAGE, ROOT / "views" / "common.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef):
                 for deco in node.decorator_list:

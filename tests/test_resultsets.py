@@ -186,13 +186,13 @@ def _app(results):
 
 
 def test_sidebar_choice_survives_page_changes_and_rejects_a_plain_folder(tiny_results, study_split, tmp_path):
-    from pages import common
+    from views import common
 
     at = _app(tiny_results)
     assert not at.exception
     at.text_input(key=common.TYPED).set_value(str(study_split)).run()
     names = ["kaggle split · study recipe", "clean split · study recipe"]
-    for page in ("pages/confusion.py", "pages/curves.py", "pages/overview.py"):  # issue 15, finding 1
+    for page in ("views/confusion.py", "views/curves.py", "views/overview.py"):  # issue 15, finding 1
         at.switch_page(page).run()
         assert not at.exception and not at.error, page
         assert at.session_state[common.CHOSEN] == [str(study_split), str(tiny_results)]
@@ -221,7 +221,7 @@ def test_without_a_choice_every_shipped_set_is_chosen(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
-    from pages import common
+    from views import common
 
     monkeypatch.delenv("FRUITVEG_ARTIFACTS", raising=False)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
@@ -252,10 +252,10 @@ def test_classify_without_weights_names_the_models_that_have_them(tiny_results, 
     assert classifier is not None and set(problems) == set(rs.models) - {"cnn"}
 
     at = _app(dest)
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("views/classify.py").run()
     assert not at.exception
     assert any("Models with weights in this result set: CNN." in i.value for i in at.info)
-    for page in ("pages/overview.py", "pages/confusion.py", "pages/statistics.py", "pages/curves.py"):
+    for page in ("views/overview.py", "views/confusion.py", "views/statistics.py", "views/curves.py"):
         at.switch_page(page).run()
         assert not at.exception and not at.error, page
 
@@ -265,7 +265,7 @@ def test_classify_without_weights_names_the_models_that_have_them(tiny_results, 
     at = _app(f"{bare}{os.pathsep}{dest}")
     listed = lambda: " ".join(m.value for m in at.sidebar.markdown)  # noqa: E731
     assert "· no weights — *shown here*" in listed()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("views/classify.py").run()
     assert not at.exception and not at.error
     assert "· some weights — *shown here*" in listed()
     assert any("Models with weights in this result set: CNN." in i.value for i in at.info)

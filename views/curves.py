@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison
-from pages import common, multiset
+from views import common, multiset
 
 st.title("Training curves")
 rs = common.result_set()

@@ -6,7 +6,7 @@ import streamlit as st
 from PIL import Image
 
 from core import comparison, formatting
-from pages import common, multiset
+from views import common, multiset
 
 PAIR = "confusion_pair"  # (true, predicted) whose test images are shown; set by the list or a chart click
 CHART = "confusion_chart"

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison, formatting
-from pages import common, multiset, probe
+from views import common, multiset, probe
 
 st.title("Overview")
 rs = common.result_set()

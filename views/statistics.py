@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import comparison
-from pages import common, multiset, probe
+from views import common, multiset, probe
 
 st.title("Statistics")
 rs = common.result_set()

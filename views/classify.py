@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from core import explain, features, formatting, groups, headline, images, inference, reports
-from pages import common
+from views import common
 
 st.title("Classify a photo")
 rs = common.result_set(with_weights=True)

@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import audit, dataset, images
-from pages import common
+from views import common
 
 THUMBNAIL_PX = 240
 THUMBNAIL_TILE_PX = 140  # six sample photos fill a 1400 px screen

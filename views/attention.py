@@ -5,7 +5,7 @@ import streamlit as st
 from PIL import Image
 
 from core import comparison, explain, formatting
-from pages import common
+from views import common
 
 ALL_CLASSES = "all classes"
 OUTCOMES = {"right or wrong": None, "right": True, "wrong": False}  # that model's prediction

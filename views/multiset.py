@@ -13,7 +13,7 @@ import streamlit as st
 
 from core import formatting, resultsets
 from core.specs import MODEL_IDS, MODEL_SPECS
-from pages import common
+from views import common
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
