@@ -22,6 +22,13 @@ def ordered_classes(result_set: ResultSet) -> list[str]:
     return sorted(result_set.class_names, key=lambda c: (groups[c] != "fruit", groups[c], c))
 
 
+def accuracy_fields(metrics: dict) -> dict:
+    """A table row's test-accuracy columns from a metrics.json: accuracy, its interval, images right of all."""
+    low, high = metrics["accuracy_interval"]
+    return {"accuracy": metrics["accuracy"], "accuracy_low": low, "accuracy_high": high,
+            "correct": round(metrics["accuracy"] * metrics["n"]), "n": metrics["n"]}
+
+
 def overview_table(result_set: ResultSet) -> pd.DataFrame:
     """One row per available model: test figures with intervals, cost, and the study's reference."""
     rows = []
@@ -35,11 +42,7 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
         rows.append({
             "id": model_id,
             "model": spec.title,
-            "accuracy": m["accuracy"],
-            "accuracy_low": m["accuracy_interval"][0],
-            "accuracy_high": m["accuracy_interval"][1],
-            "correct": round(m["accuracy"] * m["n"]),
-            "n": m["n"],
+            **accuracy_fields(m),
             "clean_accuracy": m["clean_accuracy"],
             "clean_n": m["clean_n"],
             "loss": m["loss"],

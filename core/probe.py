@@ -16,6 +16,7 @@ import pandas as pd
 
 from core import formatting, stats
 from core.artifacts import Predictions, ResultSet
+from core.comparison import accuracy_fields
 from core.specs import BACKBONES, MODEL_SPECS
 
 C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 11))
@@ -108,11 +109,7 @@ def reference_table(result_set: ResultSet) -> pd.DataFrame:
         rows.append({
             "backbone": backbone,
             "model": title(backbone),
-            "accuracy": m["accuracy"],
-            "accuracy_low": m["accuracy_interval"][0],
-            "accuracy_high": m["accuracy_interval"][1],
-            "correct": round(m["accuracy"] * m["n"]),
-            "n": m["n"],
+            **accuracy_fields(m),
             "loss": m["loss"],
             "group_accuracy": m["group_accuracy"],
             "C": entry["C"],

@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
+from test_pages import page
 from core import artifacts, features, probe
 from core.specs import MODEL_IDS
 
@@ -108,12 +108,6 @@ def test_a_damaged_or_newer_probe_reads_as_none_and_the_set_still_opens(probed, 
     assert rs.linear_probe() is None and set(rs.models) == set(MODEL_IDS)
     (copy / artifacts.PROBE_ARRAYS).write_bytes(b"damaged")
     assert artifacts.open_result_set(copy).linear_probe() is None
-
-
-def page(name, results) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=120)
-    at.session_state["artifacts"] = str(results)
-    return at.run()
 
 
 def test_overview_and_statistics_show_the_probe_as_a_reference_not_a_model(probed):

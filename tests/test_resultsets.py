@@ -287,41 +287,22 @@ def _shows_without_error_boxes(page, shot: str, heading: str) -> None:
 def test_browser_renders_the_comparison_views_with_three_then_two_sets(tiny_results, study_split, same_photos):
     """One server and one session (pages changed through the sidebar, as a person does): three sets on every
     comparison view and Classify, then one set removed with its chip's x and the views that change with two."""
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     import test_browser as tb
 
     if not os.path.exists(tb.CHROMIUM):
         pytest.skip("Debian chromium is not installed")
     from playwright.sync_api import sync_playwright
 
-    port = tb.free_port()
-    env = {**os.environ, "FRUITVEG_ARTIFACTS": os.pathsep.join(map(str, [study_split, tiny_results, same_photos]))}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(tb.ROOT / "app.py"), "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1"],
-        cwd=tb.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
     views = {"Overview": "How much the study's split flatters each model",
              "Training curves": "One model across result sets",
              "Confusion": "Confusion difference", "Statistics": "Result sets compared",
              "Classify": "Classify a photo"}
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with tb.serve(os.pathsep.join(map(str, [study_split, tiny_results, same_photos]))) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=tb.CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             # "/" first: a fresh server's first request to a page's own address runs that page file alone.
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(f"{url}/")
             _shows_without_error_boxes(page, "3-overview", "How much the study's split flatters each model")
             assert "3 result sets side by side" in page.inner_text("body")
             assert "covering only 3 of its 4 classes" in page.inner_text("body")
@@ -340,6 +321,3 @@ def test_browser_renders_the_comparison_views_with_three_then_two_sets(tiny_resu
             _shows_without_error_boxes(page, "2-overview", views["Overview"])
             assert "result sets side by side" not in page.inner_text("body")  # the leak's table holds both
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
