@@ -27,10 +27,11 @@ def cache_folder(run_root: Path, backbone: str, **depends_on) -> Path:
     return Path(run_root) / CACHE_FOLDER / f"{backbone}-{key}"
 
 
-def predict_to_file(model, inputs: np.ndarray, path: Path, batch_size: int = 64) -> np.ndarray:
-    """``model`` over ``inputs`` in batches, stored as float16 in ``path``; the file if it is already there."""
+def predict_to_file(forward, output_shape, inputs: np.ndarray, path: Path, batch_size: int) -> np.ndarray:
+    """``forward`` (a compiled model, see ``models.compiled_forward``) over ``inputs`` in batches, stored as
+    float16 in ``path``; the file if it is already there. ``output_shape``: one output row's shape."""
     path = Path(path)
-    shape = (len(inputs), *model.output_shape[1:])
+    shape = (len(inputs), *output_shape)
     if not len(inputs):
         return np.zeros(shape, CACHE_DTYPE)  # a memory map cannot be empty
     if path.exists():
@@ -42,7 +43,7 @@ def predict_to_file(model, inputs: np.ndarray, path: Path, batch_size: int = 64)
     out = np.lib.format.open_memmap(partial, mode="w+", dtype=CACHE_DTYPE, shape=shape)
     for start in range(0, len(inputs), batch_size):
         batch = np.asarray(inputs[start : start + batch_size], np.float32)
-        out[start : start + len(batch)] = np.asarray(model(batch, training=False), np.float32).astype(CACHE_DTYPE)
+        out[start : start + len(batch)] = np.asarray(forward(batch), np.float32).astype(CACHE_DTYPE)
     out.flush()
     del out
     partial.replace(path)

@@ -35,7 +35,7 @@ def run_test_split(model: keras.Model, spec: ModelSpec, explain_inputs, photos, 
 
     ``explain_inputs`` is what the model's top reads: the cached trunk output, or the photos for the CNNs.
     """
-    explanation = Explainer(model, spec).batched(np.asarray(explain_inputs, np.float32))
+    explanation = Explainer(model, spec).batched(explain_inputs)
     probs = explanation.probs
     rows = np.arange(len(y_test))
     maps = {
@@ -64,7 +64,7 @@ def randomisation_check(model: keras.Model, spec: ModelSpec, explain_inputs, tra
             rng.normal(0, np.sqrt(2 / np.prod(w.shape[:-1])), w.shape).astype(w.dtype) if w.ndim > 1 else w
             for w in saved
         ])
-        randomised = Explainer(model, spec).batched(np.asarray(explain_inputs, np.float32))
+        randomised = Explainer(model, spec).batched(explain_inputs)
     finally:
         trained.set_weights(saved)
     predicted = randomised.probs.argmax(axis=1)

@@ -66,7 +66,8 @@ class Explainer:
         return Explanation(result[0].numpy(), result[1].numpy(), attention)
 
     def batched(self, inputs: np.ndarray, batch_size: int = 32) -> Explanation:
-        parts = [self(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        """``inputs``: an array or an on-disk cache, converted to float32 one batch at a time."""
+        parts = [self(np.asarray(inputs[i : i + batch_size], np.float32)) for i in range(0, len(inputs), batch_size)]
         return Explanation(
             np.concatenate([p.probs for p in parts]),
             np.concatenate([p.gradcam for p in parts]),

@@ -41,8 +41,9 @@ class FeatureExtractor:
         out = {}
         for name in backbones or self.backbones:
             net = self.nets[name]
+            forward = models.compiled_forward(net)
             parts = [
-                np.asarray(net(photos[i : i + batch_size].astype(np.float32), training=False))
+                np.asarray(forward(photos[i : i + batch_size].astype(np.float32)))
                 for i in range(0, len(photos), batch_size)
             ]
             out[name] = normalise(np.concatenate(parts) if parts else np.zeros((0, net.output.shape[-1])))

@@ -47,6 +47,17 @@ def mean_spread(mean, sd, runs: int, decimals: int = 1) -> str:
     return f"{100 * mean:.{decimals}f} % ± {100 * sd:.{decimals}f} ({runs})"
 
 
+def p_value(p: float) -> str:
+    """A test's p-value as a reader expects it: "p = 0.11", "p = 1.0", "p < 0.001"."""
+    if p < 0.001:
+        return "p < 0.001"
+    text = f"{p:.2g}"
+    if "." not in text and "e" not in text:
+        # ".2g" renders 1.0 as "1", which reads like a count rather than a p.
+        text += ".0"
+    return f"p = {text}"
+
+
 def number(value, decimals: int = 3) -> str:
     return MISSING if _missing(value) else f"{value:.{decimals}f}"
 

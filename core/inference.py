@@ -121,9 +121,7 @@ class Classifier:
         for model_id in self.model_ids:
             spec = MODEL_SPECS[model_id]
             if spec.backbone and spec.backbone not in self.trunks:
-                trunk = models.trunk_model(loaded[model_id], spec)
-                signature = [tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)]
-                self.trunks[spec.backbone] = tf.function(lambda x, t=trunk: t(x, training=False), input_signature=signature)
+                self.trunks[spec.backbone] = models.compiled_forward(models.trunk_model(loaded[model_id], spec))
 
     def classify(self, photos: np.ndarray) -> Classification:
         """``photos``: (B, size, size, 3) uint8, resized by ``images.to_array``."""

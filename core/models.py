@@ -17,10 +17,12 @@ Each model is two parts around a named boundary:
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from core.specs import BACKBONES, MODEL_SPECS, Backbone, ModelSpec
@@ -249,6 +251,26 @@ def with_compute_dtype(model: keras.Model, policy: str) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+_COMPILED_FORWARDS = weakref.WeakKeyDictionary()
+
+
+def compiled_forward(model: keras.Model):
+    """``model``'s inference as one traced TensorFlow graph, for float32 batches of any size (one per model,
+    traced on its first call).
+
+    Called eagerly, a functional Keras model dispatches layer by layer and keeps every layer's output until
+    the call returns: ResNet50's trunk over a batch of 64 photos at 224 px then peaks at 5.5 GB, which
+    TensorFlow's CPU allocator keeps for the rest of the process. Traced, each intermediate is freed as
+    soon as its last consumer has run: 1.3 GB for the same batch, and 2-3 times faster (README: Memory).
+    """
+    if model not in _COMPILED_FORWARDS:
+        signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)]
+        # A weak reference: the function must not keep the model alive in the table.
+        owner = weakref.ref(model)
+        _COMPILED_FORWARDS[model] = tf.function(lambda x: owner()(x, training=False), input_signature=signature)
+    return _COMPILED_FORWARDS[model]
 
 
 def trunk_signature(model: keras.Model, spec: ModelSpec) -> float:

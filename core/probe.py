@@ -172,7 +172,7 @@ def flags(tests: pd.DataFrame) -> list[str]:
         figures = (
             f"{formatting.percent(row.model_accuracy)} vs {formatting.percent(row.probe_accuracy)} test accuracy; "
             f"right where the other is wrong on {row.only_model} vs {row.only_probe} photos, "
-            f"{stats._format_p(row.p_value)}"
+            f"{formatting.p_value(row.p_value)}"
         )
         if row.beats_probe:
             lines.append(f"{row.model} beats its backbone's linear probe ({figures}).")

@@ -24,6 +24,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy.stats import binom, norm
 
+from core import formatting
+
 __all__ = [
     "McNemarResult",
     "ReliabilityBins",
@@ -195,16 +197,6 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult
     return McNemarResult(only_a=only_a, only_b=only_b, p_value=p)
 
 
-def _format_p(p: float) -> str:
-    if p < 0.001:
-        return "p < 0.001"
-    text = f"{p:.2g}"
-    if "." not in text and "e" not in text:
-        # ".2g" renders 1.0 as "1", which reads like a count rather than a p.
-        text += ".0"
-    return f"p = {text}"
-
-
 def mcnemar_verdict(
     name_a: str, name_b: str, result: McNemarResult, alpha: float = 0.05
 ) -> str:
@@ -217,7 +209,7 @@ def mcnemar_verdict(
     unit = "image" if gap == 1 else "images"
     head = (
         f"{name_a} vs {name_b}: {gap} {unit} apart "
-        f"({result.only_a} vs {result.only_b}), {_format_p(result.p_value)}"
+        f"({result.only_a} vs {result.only_b}), {formatting.p_value(result.p_value)}"
     )
     if result.p_value < alpha and result.only_a != result.only_b:
         winner = name_a if result.only_a > result.only_b else name_b

@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 from conftest import ROOT, TINY_HP
 from core import artifacts, cache, training

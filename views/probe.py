@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import formatting, probe, stats
+from core import formatting, probe
 from core.artifacts import ResultSet
 
 HEADING = "Reference: linear probe (frozen VGG16/ResNet50 + logistic regression)"
@@ -57,7 +57,7 @@ def statistics(rs: ResultSet) -> None:
         return
     tests["cell"] = [
         f"{'⚠ ' if r.own_backbone and not r.beats_probe else ''}{r.only_model} vs {r.only_probe}, "
-        f"{stats._format_p(r.p_value)}" for r in tests.itertuples()
+        f"{formatting.p_value(r.p_value)}" for r in tests.itertuples()
     ]
     grid = tests.pivot(index="model", columns="probe", values="cell").reindex(tests["model"].unique())
     st.dataframe(grid.rename_axis("Model").reset_index(), hide_index=True)
