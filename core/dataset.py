@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from core import images
+from core import cache, images
 
 log = logging.getLogger(__name__)
 
@@ -302,21 +302,25 @@ def _assign_groups(prints, groups, keep, seed, validation_fraction, test_fractio
 def load_images(root, files: list[ImageFile], size: int, progress: bool = True, path: Path | None = None):
     """Decode and resize files to (N, size, size, 3) uint8; unreadable ones are dropped and reported.
 
-    With ``path``, each photo is written as it is decoded into an ``.npy`` file there, returned as a memory
-    map: the photos then take page cache the system can reclaim, not memory of their own (nor, while
-    stacking, twice that).
+    With ``path``, each photo is written as it is decoded into an ``.npy`` file there, returned as a
+    ``cache.StoredArray``: the photos then take page cache the system can reclaim, not memory of their own.
     """
-    shape = (len(files), size, size, 3)
-    if path is None or not files:  # a memory map cannot be empty
-        photos = np.zeros(shape, np.uint8)
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        photos = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
     kept, skipped = [], []
-    for f in tqdm(files, desc=f"loading images at {size}px", unit="img", disable=not progress):
-        try:
-            photos[len(kept)] = images.load_for_model(f"{root}/{f.path}", size)[1]
+
+    def decoded():
+        for f in tqdm(files, desc=f"loading images at {size}px", unit="img", disable=not progress):
+            try:
+                photo = images.load_for_model(f"{root}/{f.path}", size)[1]
+            except (OSError, images.ImageError) as err:
+                skipped.append((f.path, str(err)))
+                continue
             kept.append(f)
-        except (OSError, images.ImageError) as err:
-            skipped.append((f.path, str(err)))
-    return photos[: len(kept)], kept, skipped
+            yield photo[None]
+
+    shape = (len(files), size, size, 3)
+    if path is None or not files:
+        photos = np.zeros(shape, np.uint8)
+        for row, photo in enumerate(decoded()):
+            photos[row] = photo[0]
+        return photos[: len(kept)], kept, skipped
+    return cache.write_rows(path, shape, np.uint8, decoded()), kept, skipped

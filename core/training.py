@@ -101,41 +101,42 @@ def compile_for_training(trainable: keras.Model, lr: float) -> None:
 # ---------------------------------------------------------------- data in memory
 
 
-def make_views(photos: np.ndarray, views: int, seed: int, folder: Path | None = None, chunk: int = 256) -> list[np.ndarray]:
+def make_views(photos, views: int, seed: int, folder: Path | None = None, chunk: int = 256) -> list:
     """The fixed augmented views of each training photo: itself, its mirror, then mirrored zoomed crops.
 
     Computed ``chunk`` photos at a time (a float32 copy of every photo would be 4 times the photos); with
-    ``folder``, the views after the first are written there as uint8 ``.npy`` files and returned as memory maps.
+    ``folder``, the views after the first are written there as uint8 ``.npy`` files (``cache.StoredArray``).
     """
     n, size = len(photos), photos.shape[1]
 
-    def new_view(k):
-        if folder is None or not n:
-            return np.empty_like(photos)
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        return np.lib.format.open_memmap(Path(folder) / f"view{k}.npy", "w+", photos.dtype, photos.shape)
+    def mirrored(part):
+        return photos[part][:, :, ::-1]
 
-    result = [photos]
-    if views > 1:
-        mirror = new_view(1)
-        for start in range(0, n, chunk):
-            mirror[start : start + chunk] = photos[start : start + chunk, :, ::-1]
-        result.append(mirror)
+    def zoomed_in(boxes, flip):
+        def view(part):
+            zoomed = tf.image.crop_and_resize(
+                np.asarray(photos[part], np.float32), boxes[part], np.arange(len(boxes[part])), (size, size)
+            ).numpy()
+            zoomed = np.where(flip[part, None, None, None], zoomed[:, :, ::-1], zoomed)
+            return np.clip(np.rint(zoomed), 0, 255).astype(np.uint8)
+
+        return view
+
+    transforms = [mirrored] if views > 1 else []
     rng = np.random.default_rng(seed)
-    for k in range(2, views):
+    for _ in range(2, views):
         scale = rng.uniform(0.7, 0.9, n)
         top, left = rng.uniform(0, 1 - scale), rng.uniform(0, 1 - scale)
         boxes = np.stack([top, left, top + scale, left + scale], axis=1).astype(np.float32)
-        flip = rng.random(n) < 0.5
-        crops = new_view(k)
-        for start in range(0, n, chunk):
-            part = slice(start, start + chunk)
-            zoomed = tf.image.crop_and_resize(
-                photos[part].astype(np.float32), boxes[part], np.arange(len(boxes[part])), (size, size)
-            ).numpy()
-            zoomed = np.where(flip[part, None, None, None], zoomed[:, :, ::-1], zoomed)
-            crops[part] = np.clip(np.rint(zoomed), 0, 255).astype(np.uint8)
-        result.append(crops)
+        transforms.append(zoomed_in(boxes, rng.random(n) < 0.5))
+
+    result = [photos]
+    for k, transform in enumerate(transforms, start=1):
+        chunks = (transform(slice(start, start + chunk)) for start in range(0, n, chunk))
+        if folder is None or not n:
+            result.append(np.concatenate(list(chunks)) if n else np.empty_like(photos))
+        else:
+            result.append(cache.write_rows(Path(folder) / f"view{k}.npy", photos.shape, photos.dtype, chunks))
     return result
 
 
@@ -145,7 +146,7 @@ def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, s
     of its views drawn at random.
 
     The order and the views are drawn inside tf.data; the rows are gathered from ``views`` (arrays or
-    memory maps of the on-disk cache) one batch at a time, so that no copy of every view is ever made.
+    ``cache.StoredArray`` files) one batch at a time, so that no copy of every view is ever made.
     """
     count = len(labels)
     labels = np.asarray(labels)
@@ -188,7 +189,7 @@ def precompute(frozen: keras.Model, splits: dict, precision: str, progress: bool
                folder: Path | None = None) -> dict:
     """A frozen part's output for every split: each training view in ``precision``, validation and test in float32.
 
-    With ``folder``, each output is written there batch by batch and returned as a memory map (see core/cache.py);
+    With ``folder``, each output is written there batch by batch and returned as a ``cache.StoredArray``;
     without, it is held in memory.
     """
     train_model = frozen if precision == "float32" else models.with_compute_dtype(frozen, f"mixed_{precision}")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_HP
-from core import artifacts, training
+from core import artifacts, cache, training
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 
@@ -74,7 +74,7 @@ def test_views_are_fixed_and_distinct_and_the_same_in_chunks_on_disk(tmp_path):
     a = training.make_views(photos, 3, seed=0)
     b = training.make_views(photos, 3, seed=0, folder=tmp_path, chunk=2)
     assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert isinstance(b[2], np.memmap) and (tmp_path / "view2.npy").exists()
+    assert isinstance(b[2], cache.StoredArray) and (tmp_path / "view2.npy").exists()
     assert np.array_equal(a[1], photos[:, :, ::-1])
     assert not np.array_equal(a[2], photos) and a[2].dtype == np.uint8
 
@@ -198,7 +198,7 @@ def test_the_trunk_cache_on_disk_holds_what_memory_held_and_is_reused(tmp_path):
     splits = {"train": [photos, photos[:, :, ::-1]], "validation": photos[:3], "test": photos[3:]}
     in_memory = training.precompute(trunk, splits, "float32")
     on_disk = training.precompute(trunk, splits, "float32", folder=tmp_path)
-    assert isinstance(on_disk["test"], np.memmap)
+    assert isinstance(on_disk["test"], cache.StoredArray)
     for name in ("validation", "test"):
         assert np.array_equal(in_memory[name], on_disk[name])
     assert all(np.array_equal(a, b) for a, b in zip(in_memory["train"], on_disk["train"]))
@@ -208,10 +208,9 @@ def test_the_trunk_cache_on_disk_holds_what_memory_held_and_is_reused(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == written  # read back, not recomputed
 
 
-def test_view_batches_read_memory_maps_batch_by_batch(tmp_path):
-    views = [np.lib.format.open_memmap(tmp_path / f"v{k}.npy", "w+", np.float16, (10, 3)) for k in range(2)]
-    for k, view in enumerate(views):
-        view[:] = np.arange(10)[:, None] + 100 * k
+def test_view_batches_read_stored_arrays_batch_by_batch(tmp_path):
+    views = [cache.write_rows(tmp_path / f"v{k}.npy", (10, 3), np.float16, [np.arange(10)[:, None] + 100 * k + np.zeros(3)])
+             for k in range(2)]
     inputs, labels = zip(*training.view_batches(views, np.arange(10), batch_size=4, seed=0).take(3))
     inputs, labels = np.concatenate(inputs), np.concatenate(labels)
     assert sorted(labels) == list(range(10)) and inputs.dtype == np.float32
@@ -231,7 +230,7 @@ def test_photos_decoded_into_a_file_are_the_photos_decoded_in_memory(tiny_data, 
     files.insert(2, dataset.ImageFile("train/apple/missing.jpg", "apple", "train"))
     in_memory, kept, skipped = dataset.load_images(tiny_data, files, 32, progress=False)
     on_disk, kept_too, _ = dataset.load_images(tiny_data, files, 32, progress=False, path=tmp_path / "p" / "train.npy")
-    assert isinstance(on_disk, np.memmap) and np.array_equal(in_memory, on_disk) and kept == kept_too
+    assert isinstance(on_disk, cache.StoredArray) and np.array_equal(in_memory, on_disk) and kept == kept_too
     assert len(kept) == 5 and [path for path, _ in skipped] == ["train/apple/missing.jpg"]
 
 
