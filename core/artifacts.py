@@ -57,12 +57,16 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.npz"
 MAPS = "maps.npz"
 OPENSET = "openset.json"  # the open-set verdict's method, thresholds and measured figures (core.openset)
-OPENSET_ARRAYS = "openset.npz"  # its reference features (PCA projection and projected training photos)
+OPENSET_ARRAYS = "openset.npz"  # its fitted arrays (PCA projection, class Gaussians, linear probe)
+# of openset.json/.npz's layout; a reader meets another version as no verdict (1: the earlier kNN layout, unmarked)
+OPENSET_VERSION = 2
 PROBE = "probe.json"  # the linear-probe reference's settings, choice of C and test metrics per backbone (core.probe)
 PROBE_ARRAYS = "probe.npz"  # its test files, labels and class probabilities per backbone
 PROBE_VERSION = 1  # of probe.json's layout; a reader meets an unknown version as no probe at all
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
-RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset")
+RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset", "recipe")
+# What a result set written before a key existed had instead (sets from before recipes used the study's).
+RESUME_DEFAULTS = {"recipe": "study"}
 
 
 def sample_relpath(file: str, label: str) -> str:
@@ -145,8 +149,8 @@ def _write_addition(root: str | os.PathLike, json_name: str, arrays_name: str, i
 
 
 def write_openset(root: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Add (or replace) the open-set verdict of a result set."""
-    _write_addition(root, OPENSET, OPENSET_ARRAYS, info, arrays)
+    """Add (or replace) the open-set verdict of a result set (``core.openset.to_stored``)."""
+    _write_addition(root, OPENSET, OPENSET_ARRAYS, {"version": OPENSET_VERSION, **info}, arrays)
 
 
 def write_linear_probe(root: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -174,7 +178,7 @@ class ResultSetWriter:
         if path.exists():
             self.manifest = read_json(path)
             old = self.manifest.get("config", {})
-            changed = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+            changed = [k for k in RESUME_KEYS if old.get(k, RESUME_DEFAULTS.get(k)) != config.get(k, RESUME_DEFAULTS.get(k))]
             if self.manifest.get("schema_version") != SCHEMA_VERSION or changed:
                 raise ResultSetError(
                     f"{self.root} holds a result set made with other settings ({', '.join(changed) or 'schema'}); "
@@ -347,8 +351,10 @@ class ResultSet:
             return read_json(self.root / json_name), {k: data[k] for k in data.files}
 
     def openset(self) -> tuple[dict, dict[str, np.ndarray]] | None:
-        """The open-set verdict's settings and reference arrays; None when absent or damaged."""
-        return self._addition(OPENSET, OPENSET_ARRAYS)
+        """The open-set verdict's settings and fitted arrays; None when absent, damaged, or of a layout this
+        version does not read."""
+        stored = self._addition(OPENSET, OPENSET_ARRAYS)
+        return stored if stored is not None and stored[0].get("version") == OPENSET_VERSION else None
 
     def linear_probe(self) -> tuple[dict, dict[str, Predictions]] | None:
         """The linear-probe reference: settings and metrics, and test predictions per backbone.

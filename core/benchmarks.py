@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from core import artifacts, dataset, evaluation, images, models, training
+from core import artifacts, dataset, evaluation, images, models, recipes, training
 from core.inference import Classifier
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -67,7 +67,7 @@ def read_ms_per_full_size_photo(repeats: int = 5) -> float:
 def _epoch_timer(trainable: keras.Model, x, y, batch_size: int):
     """A function timing one training epoch over (x, y) as ``training.fit`` runs it; the first epoch, which
     pays for tracing, is run here."""
-    training.compile_for_training(trainable, 1e-5)
+    training.compile_for_training(trainable, recipes.Recipe(1e-5))
     batches = training.view_batches([x], y, batch_size, seed=0)
     trainable.fit(batches, epochs=1, verbose=0, shuffle=False)
 

@@ -32,7 +32,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context as tf_context  # the coordination barrier has no public API
 from tqdm import tqdm
 
-from core import artifacts, cache, dataset, evaluation, images, models
+from core import artifacts, cache, dataset, evaluation, images, models, recipes
 from core.groups import group_classes
 from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
 
@@ -86,12 +86,12 @@ def resolve_trunk_precision(requested: str = "auto") -> str:
     return "bfloat16" if re.search(r"\b(avx512_bf16|amx_bf16)\b", cpu_flags) else "float32"
 
 
-def compile_for_training(trainable: keras.Model, lr: float) -> None:
+def compile_for_training(trainable: keras.Model, recipe: recipes.Recipe) -> None:
     strategy = trainable.distribute_strategy
     with strategy.scope():  # the optimizer's variables must live where the model's do
         trainable.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
+            optimizer=recipe.make_optimizer(),
+            loss=recipe.loss(),
             metrics=["accuracy"],
             # One step per call over several replicas: Keras 3 fails otherwise (keras-team/keras#19246).
             steps_per_execution=STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1,
@@ -229,9 +229,9 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-def fit(trainable: keras.Model, lr: float, train_views, y_train, val_x, y_val, hp, seed):
+def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed):
     """Train a model (or the top part of one, sharing its layers) and keep the best epoch's weights."""
-    compile_for_training(trainable, lr)
+    compile_for_training(trainable, recipe)
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=hp.patience, restore_best_weights=True)
@@ -240,7 +240,7 @@ def fit(trainable: keras.Model, lr: float, train_views, y_train, val_x, y_val, h
         validation_data=view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None,
         epochs=hp.epochs,
         shuffle=False,  # view_batches shuffles
-        callbacks=[epoch_log, stopper],
+        callbacks=[epoch_log, stopper, *recipe.callbacks(monitor)],
         verbose=1 if sys.stdout.isatty() else 2,
     )
     history = pd.DataFrame(epoch_log.rows)
@@ -328,12 +328,14 @@ def run(
     trunk_precision: str = "auto",
     progress: bool = True,
     keep_cache: bool = False,
+    recipe: str = recipes.STUDY,
 ) -> dict[str, str]:
     """Train the models not yet complete in ``out``; returns model id -> "trained"/"done"/reason skipped.
 
     With ``seeds`` > 1 every model is also trained again from seeds ``hp.seed + 1`` ... (replicates, whose
     history, metrics and predictions are kept beside the model to show the spread that seeds alone cause).
-    ``trunk_precision``: auto, float32 or bfloat16 (see ``resolve_trunk_precision``).
+    ``trunk_precision``: auto, float32 or bfloat16 (see ``resolve_trunk_precision``). ``recipe``: how each
+    model trains (``recipes.RECIPES``), recorded in the configuration and in each model's ``model.json``.
     Trunk outputs are cached on disk under ``out/.cache`` (core/cache.py), reused by a resumed run, and
     deleted when the run ends unless ``keep_cache``.
     """
@@ -341,6 +343,7 @@ def run(
     precision = resolve_trunk_precision(trunk_precision)
     timings = {}
     clock = time.perf_counter()
+    chosen = {m: recipes.for_model(recipe, m) for m in MODEL_IDS}
     plan = dataset.plan_splits(data_dir, split, hp.seed, progress=progress)
     timings["split_seconds"] = time.perf_counter() - clock
     class_names = plan.class_names
@@ -349,9 +352,10 @@ def run(
         **asdict(hp),
         "split": split,
         "dataset": plan.fingerprint,
-        "learning_rates": {m: MODEL_SPECS[m].learning_rate for m in MODEL_IDS},
-        "optimizer": "adam",
-        "loss": "sparse categorical cross-entropy",
+        "recipe": recipe,
+        "learning_rates": {m: chosen[m].learning_rate for m in MODEL_IDS},
+        # Per model: optimizer, weight decay, schedule, label smoothing (README: Recipes).
+        "recipes": {m: chosen[m].to_json() for m in MODEL_IDS},
         "early_stopping": "val_loss",
         "resize": images.RESIZE_POLICY,
         "backbone_weights": "random (test only)" if random_backbones else "imagenet",
@@ -440,7 +444,7 @@ def run(
         )
         inputs = _model_inputs(model, spec, train_views, data, caches, precision, timings, progress, folder)
         history, best_epoch = fit(
-            trainable, spec.learning_rate, inputs["train"], data["train"][1],
+            trainable, chosen[model_id], inputs["train"], data["train"][1],
             inputs["validation"], data["validation"][1], hp, seed,
         )
         train_seconds = time.perf_counter() - clock
@@ -448,7 +452,7 @@ def run(
         explain_inputs = caches[spec.backbone]["trunk"]["test"] if spec.backbone else data["test"][0]
         if run_seed == hp.seed:
             _write_model(
-                writer, model, spec, class_names, groups, history, best_epoch, train_seconds,
+                writer, model, spec, chosen[model_id], class_names, groups, history, best_epoch, train_seconds,
                 explain_inputs, data["test"], clean_mask, weights.get(spec.backbone), hp,
             )
         else:
@@ -495,7 +499,7 @@ def _model_inputs(model, spec, train_views, data, caches, precision, timings, pr
     return stored["frozen"]
 
 
-def _write_model(writer, model, spec, class_names, groups, history, best_epoch, train_seconds,
+def _write_model(writer, model, spec, recipe, class_names, groups, history, best_epoch, train_seconds,
                  explain_inputs, test_data, clean_mask, weights, hp):
     photos, y_test, files = test_data
     clock = time.perf_counter()
@@ -522,7 +526,8 @@ def _write_model(writer, model, spec, class_names, groups, history, best_epoch, 
                 "title": spec.title,
                 "backbone": spec.backbone,
                 "attention": spec.attention,
-                "learning_rate": spec.learning_rate,
+                "learning_rate": recipe.learning_rate,
+                "recipe": recipe.to_json(),
                 "preprocessing": spec.preprocessing,
                 "resize": images.RESIZE_POLICY,
                 "image_size": hp.image_size,

@@ -3,6 +3,7 @@
     python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
         [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
         [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16|float16] [--keep-cache]
+        [--recipe study|tuned]
 
 A rerun with the same settings resumes: models already complete in --out are not trained again.
 """
@@ -16,7 +17,7 @@ import _path  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from core import artifacts, groups, training  # noqa: E402
+from core import artifacts, groups, recipes, training  # noqa: E402
 from core.specs import MODEL_IDS  # noqa: E402
 
 
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--seeds", type=int, default=1,
                         help="train each model with this many seeds (--seed, --seed+1, ...) to measure the spread")
+    parser.add_argument("--recipe", choices=recipes.RECIPES, default=recipes.STUDY,
+                        help="study: the study's protocol (its learning rates, Adam, plain cross-entropy); tuned: each "
+                        "model's own, chosen on the validation split (README: Recipes)")
     parser.add_argument("--split", choices=("clean", "kaggle"), default="clean",
                         help="clean: duplicates never cross splits (default); kaggle: the dataset's own folders")
     parser.add_argument("--weights-dir", default=None,
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
             args.data_dir, args.out, args.models, hp, split=args.split, weights_dir=args.weights_dir,
             random_backbones=args.random_backbones, strategy=args.strategy,
             group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
-            trunk_precision=args.trunk_precision, keep_cache=args.keep_cache,
+            trunk_precision=args.trunk_precision, keep_cache=args.keep_cache, recipe=args.recipe,
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

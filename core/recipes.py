@@ -1,0 +1,101 @@
+"""How a model is trained: the study's protocol, or a recipe tuned per model on the validation split.
+
+The study trains all six models alike except for the learning rate: Adam at a constant rate, plain
+cross-entropy, up to 30 epochs with early stopping on the validation loss. ``Recipe`` holds those choices
+per model, so that a result set can record what each of its models got (``model.json``, and the run's
+recipe name in the manifest's configuration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+
+from core.specs import MODEL_SPECS
+
+STUDY = "study"
+TUNED = "tuned"
+RECIPES = (STUDY, TUNED)
+
+
+# The plateau schedule: the learning rate times PLATEAU_FACTOR after PLATEAU_PATIENCE epochs without a lower
+# validation loss. It needs no horizon, so it suits runs that early stopping ends at an epoch not known before.
+PLATEAU_FACTOR = 0.3
+PLATEAU_PATIENCE = 2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's optimizer, learning-rate schedule and loss. The epoch budget and early stopping's patience
+    are the run's (``training.HyperParameters``), the same for every model of a result set."""
+
+    learning_rate: float
+    optimizer: str = "adam"  # "adam", or "adamw" (decoupled weight decay, Loshchilov & Hutter 2019)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant", or "plateau" (see PLATEAU_FACTOR)
+    label_smoothing: float = 0.0
+
+    def make_optimizer(self) -> keras.optimizers.Optimizer:
+        if self.optimizer == "adamw":
+            return keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay)
+        if self.optimizer != "adam":
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: adam or adamw")
+        return keras.optimizers.Adam(self.learning_rate)
+
+    def callbacks(self, monitor: str) -> list[keras.callbacks.Callback]:
+        if self.schedule == "plateau":
+            return [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE)]
+        if self.schedule != "constant":
+            raise ValueError(f"unknown schedule {self.schedule!r}: constant or plateau")
+        return []
+
+    def loss(self) -> keras.losses.Loss:
+        if self.label_smoothing:
+            return SmoothedSparseCrossentropy(self.label_smoothing)
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy against label-smoothed targets (Szegedy et al. 2016) for integer labels, which Keras'
+    sparse cross-entropy does not smooth."""
+
+    def __init__(self, label_smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        targets = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
+        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def for_model(recipe: str, model_id: str) -> Recipe:
+    """A model's recipe by the recipe's name."""
+    if recipe == STUDY:
+        return Recipe(MODEL_SPECS[model_id].learning_rate)
+    if recipe == TUNED:
+        return TUNED_RECIPES[model_id]
+    raise ValueError(f"unknown recipe {recipe!r}: {', '.join(RECIPES)}")
+
+
+# The tuned recipe's epoch budget and early-stopping patience (a run's --epochs / --patience override them):
+# long enough that every model stops on its validation loss, not on the budget (README: Recipes).
+TUNED_EPOCHS = 100
+TUNED_PATIENCE = 8
+
+# Each model's own training, chosen on the validation split of the clean split (README: Recipes).
+TUNED_RECIPES = {
+    "cnn": Recipe(1e-3, optimizer="adamw", weight_decay=0.01, schedule="plateau", label_smoothing=0.1),
+    "cnn_attention": Recipe(1e-3, optimizer="adamw", weight_decay=0.01, schedule="plateau", label_smoothing=0.1),
+    "vgg16": Recipe(1e-4, optimizer="adamw", weight_decay=0.01, schedule="plateau", label_smoothing=0.1),
+    "resnet50": Recipe(3e-5, optimizer="adamw", weight_decay=0.01, schedule="plateau", label_smoothing=0.1),
+    "vgg16_attention": Recipe(1e-3, optimizer="adamw", weight_decay=0.01, schedule="plateau", label_smoothing=0.1),
+    "resnet50_attention": Recipe(1e-3, optimizer="adamw", weight_decay=0.01, schedule="plateau", label_smoothing=0.1),
+}

@@ -1,0 +1,78 @@
+"""Recipes: the study's protocol unchanged, the tuned one's parts doing what they say, both recorded."""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import TINY_HP
+from core import artifacts, recipes, training
+from core.specs import MODEL_IDS, MODEL_SPECS
+
+
+def test_the_study_recipe_is_the_studys_learning_rate_with_adam_at_a_constant_rate_and_plain_cross_entropy():
+    for model_id in MODEL_IDS:
+        recipe = recipes.for_model(recipes.STUDY, model_id)
+        assert recipe.learning_rate == MODEL_SPECS[model_id].learning_rate
+        assert type(recipe.make_optimizer()) is keras.optimizers.Adam and recipe.callbacks("val_loss") == []
+        assert isinstance(recipe.loss(), keras.losses.SparseCategoricalCrossentropy)
+
+
+def test_every_model_has_a_tuned_recipe_that_builds():
+    for model_id in MODEL_IDS:
+        recipe = recipes.for_model(recipes.TUNED, model_id)
+        assert recipe != recipes.for_model(recipes.STUDY, model_id)
+        recipe.make_optimizer(), recipe.loss(), recipe.callbacks("val_loss")
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipes.for_model("best", "cnn")
+
+
+def test_label_smoothing_is_cross_entropy_against_spread_targets():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    labels = np.array([0, 2])
+    smoothing = 0.1
+    targets = np.full((2, 3), smoothing / 3) + (1 - smoothing) * np.eye(3)[labels]
+    expected = -(targets * np.log(probs)).sum(axis=1).mean()
+    loss = recipes.Recipe(1e-3, label_smoothing=smoothing).loss()
+    assert float(loss(labels, probs)) == pytest.approx(expected, rel=1e-5)
+    plain = float(recipes.Recipe(1e-3).loss()(labels, probs))
+    assert plain == pytest.approx(-np.log(probs[[0, 1], labels]).mean(), rel=1e-5) and plain < float(loss(labels, probs))
+
+
+def test_the_plateau_schedule_lowers_the_rate_when_the_validation_loss_stalls():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, 32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    recipe = recipes.Recipe(1e-9, schedule="plateau")  # too small to lower any loss: every epoch stalls
+    hp = training.HyperParameters(batch_size=8, epochs=6, patience=10)
+    history, _ = training.fit(model, recipe, [x], y, x, y, hp, seed=0)
+    rates = history["learning_rate"].to_numpy()
+    stalled = 1 + recipes.PLATEAU_PATIENCE  # the first epoch sets the best loss, then PATIENCE without a better one
+    assert np.allclose(rates[:stalled], 1e-9)
+    assert np.allclose(rates[stalled], 1e-9 * recipes.PLATEAU_FACTOR)
+
+
+def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(tiny_data, tmp_path):
+    hp = training.HyperParameters(**{**TINY_HP, "epochs": 1})
+    out = tmp_path / "tuned"
+    status = training.run(tiny_data, out, ["cnn"], hp, random_backbones=True, progress=False, recipe=recipes.TUNED)
+    assert status == {"cnn": "trained"}
+    config = json.loads((out / artifacts.MANIFEST).read_text())["config"]
+    tuned = recipes.for_model(recipes.TUNED, "cnn")
+    assert config["recipe"] == "tuned" and config["recipes"]["cnn"] == tuned.to_json()
+    model_json = json.loads((out / "cnn" / artifacts.MODEL_JSON).read_text())
+    assert model_json["recipe"] == tuned.to_json() and model_json["learning_rate"] == tuned.learning_rate
+    with pytest.raises(artifacts.ResultSetError, match="recipe"):
+        training.run(tiny_data, out, ["cnn"], hp, random_backbones=True, progress=False)
+
+
+def test_a_result_set_from_before_recipes_resumes_as_the_study_recipe(tiny_data, tiny_results, tmp_path):
+    old = shutil.copytree(tiny_results, tmp_path / "old")
+    manifest = json.loads((old / artifacts.MANIFEST).read_text())
+    del manifest["config"]["recipe"], manifest["config"]["recipes"]
+    (old / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    status = training.run(tiny_data, old, hp=training.HyperParameters(**TINY_HP), random_backbones=True, progress=False)
+    assert set(status.values()) == {"done"}
