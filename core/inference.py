@@ -103,32 +103,67 @@ class Classification:
     """All models' answers for a batch of photos."""
 
     results: dict[str, Explanation]
+    # The open-set verdict, {model id or "ensemble": (B,) bool}, True = none of the known classes; None
+    # where the classifier has no verdict to apply.
+    unknown: dict[str, np.ndarray] | None = None
 
     def ensemble(self) -> np.ndarray:
         """Soft voting: the mean of the models' class probabilities, (B, C)."""
         return np.mean([r.probs for r in self.results.values()], axis=0)
 
 
-class Classifier:
-    """Several trained models of one result set, sharing each backbone's trunk, compiled once."""
+class OpenSetJudge:
+    """A result set's stored open-set verdict, read on the pooled ImageNet features of the backbones its models
+    were built around (``LoadedModels.pooled_features``), from the trunk outputs the models compute anyway: no
+    backbone is built or run a second time for it."""
 
-    def __init__(self, loaded: dict[str, keras.Model]):
+    def __init__(self, info: dict, arrays: dict[str, np.ndarray], pooled_features: dict[str, keras.Model]):
+        self.info, self.detectors = info, openset.from_stored(info, arrays)
+        self.pooled = {b: pooled_features[b] for b in info["detectors"][openset.ENSEMBLE]["backbones"]}
+
+    @classmethod
+    def for_models(cls, loaded: LoadedModels, stored: tuple[dict, dict] | None, image_size: int) -> "OpenSetJudge | None":
+        """None where the set has no verdict, or one these models cannot judge: another image size, or a
+        backbone none of the loaded models has (the caller then falls back on ``core.features``)."""
+        if stored is None:
+            return None
+        info, arrays = stored
+        needed = set(info["detectors"][openset.ENSEMBLE]["backbones"])
+        if info["image_size"] != image_size or not needed <= set(loaded.pooled_features):
+            return None
+        return cls(info, arrays, loaded.pooled_features)
+
+    def __call__(self, trunk_outputs: dict, model_ids) -> dict[str, np.ndarray]:
+        """Each backbone's trunk output -> ``{model id or "ensemble": (B,) bool}``, True = unknown."""
+        features = {b: openset.normalise(np.asarray(p(trunk_outputs[b], training=False))) for b, p in self.pooled.items()}
+        return openset.verdicts(self.info, self.detectors, features, model_ids)
+
+
+class Classifier:
+    """Several trained models of one result set, sharing each backbone's trunk, compiled once, and the
+    open-set verdict on those same trunks (``judge``, optional)."""
+
+    def __init__(self, loaded: dict[str, keras.Model], judge: OpenSetJudge | None = None):
         self.model_ids = [m for m in MODEL_IDS if m in loaded]
         first = next(iter(loaded.values()))
         self.image_size = int(first.input.shape[1])
         self.explainers = {m: Explainer(loaded[m], MODEL_SPECS[m]) for m in self.model_ids}
-        self.trunks = {}
+        self.judge = judge
+        # The trunk models are kept: compiled_forward holds its model only by a weak reference.
+        self.trunk_models, self.trunks = {}, {}
         for model_id in self.model_ids:
             spec = MODEL_SPECS[model_id]
             if spec.backbone and spec.backbone not in self.trunks:
-                self.trunks[spec.backbone] = models.compiled_forward(models.trunk_model(loaded[model_id], spec))
+                self.trunk_models[spec.backbone] = models.trunk_model(loaded[model_id], spec)
+                self.trunks[spec.backbone] = models.compiled_forward(self.trunk_models[spec.backbone])
 
     def classify(self, photos: np.ndarray) -> Classification:
         """``photos``: (B, size, size, 3) uint8, resized by ``images.to_array``."""
         x = tf.convert_to_tensor(photos, tf.float32)
         trunk_outputs = {name: trunk(x) for name, trunk in self.trunks.items()}
         return Classification(
-            {m: e(trunk_outputs.get(MODEL_SPECS[m].backbone, x)) for m, e in self.explainers.items()}
+            {m: e(trunk_outputs.get(MODEL_SPECS[m].backbone, x)) for m, e in self.explainers.items()},
+            None if self.judge is None else self.judge(trunk_outputs, self.model_ids),
         )
 
     def classify_image(self, image) -> Classification:
@@ -156,18 +191,12 @@ class Predictor:
             if spec.backbone and spec.backbone not in self.trunks:
                 self.trunks[spec.backbone] = models.trunk_model(model, spec)
             self.tops[model_id] = models.top_model(model, spec)
-        self.pooled = loaded.pooled_features
-        self.openset_info, self.detectors = None, None
-        if openset_stored is not None:
-            info, arrays = openset_stored
-            needed = set(info["detectors"][openset.ENSEMBLE]["backbones"])
-            if info["image_size"] == self.image_size and needed <= set(self.pooled) & set(self.trunks):
-                self.openset_info, self.detectors = info, openset.from_stored(info, arrays)
+        self.judge = OpenSetJudge.for_models(loaded, openset_stored, self.image_size)
 
     @property
     def judges_open_set(self) -> bool:
         """Whether the result set's open-set verdict comes with the answers (else None where it has one)."""
-        return self.detectors is not None
+        return self.judge is not None
 
     def __call__(self, photos: np.ndarray) -> tuple[Classification, dict[str, np.ndarray] | None]:
         """``photos``: (B, size, size, 3) uint8 -> the models' probabilities (no maps) and the open-set flags
@@ -178,10 +207,7 @@ class Predictor:
         for model_id, top in self.tops.items():
             probs = top(trunk_outputs.get(MODEL_SPECS[model_id].backbone, x), training=False)
             results[model_id] = Explanation(np.asarray(probs), None, None)
-        flags = None
-        if self.judges_open_set:
-            features = {b: openset.normalise(np.asarray(self.pooled[b](trunk_outputs[b], training=False))) for b in self.trunks}
-            flags = openset.verdicts(self.openset_info, self.detectors, features, self.model_ids)
+        flags = self.judge(trunk_outputs, self.model_ids) if self.judges_open_set else None
         return Classification(results), flags
 
     def classify_image(self, image) -> tuple[Classification, dict[str, bool] | None]:
@@ -191,6 +217,10 @@ class Predictor:
 
 
 def load_classifier(result_set: artifacts.ResultSet, weights_dir=None) -> tuple[Classifier | None, dict[str, str]]:
-    """Every model of the result set that loads, and the reasons of those that do not."""
+    """Every model of the result set that loads, with the set's open-set verdict where they can judge it
+    (``OpenSetJudge.for_models``), and the reasons of those that do not load."""
     loaded = load_models(result_set, weights_dir)
-    return (Classifier(loaded.models) if loaded.models else None), loaded.problems
+    if not loaded.models:
+        return None, loaded.problems
+    image_size = int(next(iter(loaded.models.values())).input.shape[1])
+    return Classifier(loaded.models, OpenSetJudge.for_models(loaded, result_set.openset(), image_size)), loaded.problems

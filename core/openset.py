@@ -1,10 +1,18 @@
 """The open-set verdict: "none of the N classes this result set knows" for a photo unlike every known photo.
 
-Method: k-nearest-neighbour cosine distance (Sun et al. 2022) in the pooled features of the frozen ImageNet
-backbones (``core.features``), projected by PCA fitted on the training photos and L2-normalised again. The
-score of a photo is its distance to the k-th nearest training photo; the threshold keeps ``KEEP`` of the
-validation photos (data no model trained on). Class probabilities are not used: the fine-tuned tops learned
-only the known classes and give confident answers to photos of other produce (issue 14).
+Method, in the pooled features of the frozen ImageNet backbones (``core.features``), each row L2-normalised:
+the sum of two scores, each standardised (mean 0, spread 1) on the validation photos:
+
+- relative Mahalanobis distance (Ren et al. 2021, "A simple fix to Mahalanobis distance for improving near-OOD
+  detection"): in a PCA space fitted on the training photos, the smallest Mahalanobis distance to a known
+  class's mean (one shared covariance, Lee et al. 2018) minus the distance to one Gaussian of all training
+  photos, which takes out what is merely unusual about a photo, whatever its class;
+- the energy score (Liu et al. 2020) of a linear probe: multinomial logistic regression fitted on the known
+  classes' training photos (standardised features), score ``-logsumexp(logits)``.
+
+The threshold keeps ``KEEP`` of the validation photos (data no model trained on). The trained models' own
+probabilities are not used: they learned every class of the result set, so no held-out protocol can measure
+them; the probe, fitted anew on the known classes of each fold, is measured instead.
 
 Each VGG16 model reads the VGG16 features, each ResNet50 model the ResNet50 features; the two CNN models
 have no ImageNet trunk and, like the ensemble, read both backbones' features side by side.
@@ -16,13 +24,18 @@ and the held-out classes' photos must be flagged as unknown while known-class te
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-K = 10
 KEEP = 0.95
 PCA_DIMS = 128
+SHRINKAGE = 1e-3  # ridge added to each covariance, as a share of its mean variance: 1,400 photos, 128 dims
+PROBE_C = 0.01  # inverse L2 strength of the probe
+METHOD = (
+    f"relative Mahalanobis distance (PCA-{PCA_DIMS}) + energy of a linear probe (logistic regression, C={PROBE_C}), "
+    "each standardised on validation, on frozen ImageNet pooled features"
+)
 ENSEMBLE = "ensemble"
 MODEL_BACKBONE = {"vgg16": "vgg16", "vgg16_attention": "vgg16", "resnet50": "resnet50", "resnet50_attention": "resnet50"}
 
@@ -49,39 +62,84 @@ def joined(features: dict[str, np.ndarray], backbones) -> np.ndarray:
     return np.concatenate([normalise(features[b]) for b in backbones], axis=1)
 
 
-@dataclass
-class KnnDetector:
-    """Reference photos in a PCA space; a photo's score is its cosine distance to the k-th nearest one."""
+def _half(a: np.ndarray) -> np.ndarray:
+    """Rounded to float16, as stored: the detector measures with exactly what the result set keeps."""
+    return np.asarray(a, np.float16).astype(np.float32)
 
-    mean: np.ndarray  # (D,)
-    components: np.ndarray  # (D, P)
-    reference: np.ndarray  # (N, P), unit length
-    k: int
+
+def _precision(centred: np.ndarray) -> np.ndarray:
+    covariance = centred.T @ centred / len(centred)
+    covariance += SHRINKAGE * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+    return np.linalg.inv(covariance).astype(np.float32)
+
+
+def _squared_distance(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Mahalanobis distance squared of each row of ``x`` (N, P) to ``mean`` (P,) or each of ``mean`` (C, P)."""
+    d = x[:, None, :] - np.atleast_2d(mean)[None]
+    return np.einsum("ncp,pq,ncq->nc", d, precision, d)
+
+
+@dataclass
+class Detector:
+    """Relative Mahalanobis distance plus a linear probe's energy, standardised and summed (module docstring)."""
+
+    mean: np.ndarray  # (D,) PCA centre
+    components: np.ndarray  # (D, P) PCA directions (float16 values)
+    class_means: np.ndarray  # (C, P) unit-length projected training photos' mean per known class
+    precision: np.ndarray  # (P, P) inverse of the covariance shared by the classes
+    background_mean: np.ndarray  # (P,) all training photos as one Gaussian
+    background_precision: np.ndarray  # (P, P)
+    feature_mean: np.ndarray  # (D,) the probe's standardisation
+    feature_scale: np.ndarray  # (D,)
+    weights: np.ndarray  # (D, C) the probe (float16 values)
+    bias: np.ndarray  # (C,)
+    standardise: np.ndarray  # (2, 2) mean and spread of both scores on the validation photos
     threshold: float = np.inf
 
     @classmethod
-    def fit(cls, train: np.ndarray, k: int = K, dims: int = PCA_DIMS) -> "KnnDetector":
+    def fit(cls, train: np.ndarray, labels: np.ndarray, validation: np.ndarray, keep: float = KEEP) -> "Detector":
+        """Fitted on ``train`` (N, D) of the known classes ``labels``; standardised and thresholded on
+        ``validation`` photos of the same classes."""
+        # scikit-learn only loads for fitting: the app and the command line just apply a stored detector.
+        from sklearn.linear_model import LogisticRegression
+
+        train = np.asarray(train, np.float32)
         mean = train.mean(axis=0)
-        # PCA keeps the stored reference small (< 1 MB) and drops directions of noise.
         _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
-        components = vt[: min(dims, len(vt))].T.astype(np.float32)
-        detector = cls(mean.astype(np.float32), components, np.zeros((0, components.shape[1]), np.float32), k)
-        detector.reference = detector.project(train)
+        components = _half(vt[: min(PCA_DIMS, len(vt))].T)
+        z = normalise((train - mean) @ components)
+        classes = np.unique(labels)
+        class_means = np.stack([z[labels == c].mean(axis=0) for c in classes])
+        background_mean = z.mean(axis=0)
+        feature_mean, feature_scale = train.mean(axis=0), np.maximum(train.std(axis=0), 1e-6)
+        probe = LogisticRegression(C=PROBE_C, max_iter=3000).fit((train - feature_mean) / feature_scale, labels)
+        detector = cls(
+            mean, components, class_means,
+            _precision(z - class_means[np.searchsorted(classes, labels)]),
+            background_mean, _precision(z - background_mean),
+            feature_mean, feature_scale, _half(probe.coef_.T), probe.intercept_.astype(np.float32),
+            np.array([[0.0, 1.0], [0.0, 1.0]], np.float32),
+        )
+        parts = detector.parts(validation)
+        detector.standardise = np.stack([parts.mean(axis=0), np.maximum(parts.std(axis=0), 1e-6)], axis=1)
+        detector.threshold = float(np.quantile(detector.scores(validation), keep))
         return detector
 
-    def project(self, features: np.ndarray) -> np.ndarray:
-        return normalise((np.asarray(features, np.float32) - self.mean) @ self.components)
+    def parts(self, features: np.ndarray) -> np.ndarray:
+        """(N, 2): relative Mahalanobis distance and energy, raw; higher = less like the known classes."""
+        features = np.asarray(features, np.float32)
+        z = normalise((features - self.mean) @ self.components)
+        relative = _squared_distance(z, self.class_means, self.precision).min(axis=1) - _squared_distance(
+            z, self.background_mean, self.background_precision
+        )[:, 0]
+        logits = ((features - self.feature_mean) / self.feature_scale) @ self.weights + self.bias
+        top = logits.max(axis=1)
+        energy = -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
+        return np.stack([relative, energy], axis=1)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Higher = less like the reference photos."""
-        similarity = self.project(features) @ self.reference.T
-        k = min(self.k, self.reference.shape[0])
-        kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
-        return 1.0 - kth
-
-    def set_threshold(self, validation: np.ndarray, keep: float = KEEP) -> float:
-        self.threshold = float(np.quantile(self.scores(validation), keep))
-        return self.threshold
+        """Higher = less like the known classes; the sum of both standardised parts."""
+        return ((self.parts(features) - self.standardise[:, 0]) / self.standardise[:, 1]).sum(axis=1)
 
     def unknown(self, features: np.ndarray) -> np.ndarray:
         return self.scores(features) > self.threshold
@@ -95,14 +153,15 @@ def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
     return float(greater + 0.5 * ties)
 
 
-def fit_detectors(features: dict[str, dict[str, np.ndarray]], k: int = K, keep: float = KEEP) -> dict[str, KnnDetector]:
-    """``features[split][backbone]``: fit on train, threshold on validation, one per ``detector_backbones``."""
-    detectors = {}
-    for name, backbones in detector_backbones(list(features["train"])).items():
-        detector = KnnDetector.fit(joined(features["train"], backbones), k)
-        detector.set_threshold(joined(features["validation"], backbones), keep)
-        detectors[name] = detector
-    return detectors
+def fit_detectors(
+    features: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray], keep: float = KEEP
+) -> dict[str, Detector]:
+    """``features[split][backbone]``, ``labels[split]``: fit on train, standardise and threshold on validation,
+    one detector per ``detector_backbones``."""
+    return {
+        name: Detector.fit(joined(features["train"], backbones), labels["train"], joined(features["validation"], backbones), keep)
+        for name, backbones in detector_backbones(list(features["train"])).items()
+    }
 
 
 def held_out_folds(num_classes: int, folds: int = 5, seed: int = 0) -> list[np.ndarray]:
@@ -114,77 +173,80 @@ def held_out_folds(num_classes: int, folds: int = 5, seed: int = 0) -> list[np.n
 def held_out_protocol(
     features: dict[str, dict[str, np.ndarray]],
     labels: dict[str, np.ndarray],
-    num_classes: int,
+    class_names: list[str],
     folds: int = 5,
     seed: int = 0,
-    k: int = K,
     keep: float = KEEP,
 ) -> dict[str, dict]:
-    """Per detector: AUROC, unknown photos accepted and known test photos kept, pooled over folds.
+    """Per detector: AUROC, unknown photos accepted and known test photos kept, pooled over folds, and the
+    AUROC of each held-out class (its photos against the known test photos of its fold).
 
     In each fold the held-out classes' photos of every split are unknown; the detector sees only the other
     classes' training photos and sets its threshold on their validation photos.
     """
     chosen = detector_backbones(list(features["train"]))
-    pooled = {name: {"known": [], "unknown": [], "known_kept": [], "unknown_accepted": []} for name in chosen}
-    for held in held_out_folds(num_classes, folds, seed):
+    pooled = {name: {"known": [], "unknown": [], "per_class": {}} for name in chosen}
+    for held in held_out_folds(len(class_names), folds, seed):
         is_known = {s: ~np.isin(labels[s], held) for s in labels}
-        part = {s: {b: f[is_known[s]] for b, f in features[s].items()} for s in ("train", "validation", "test")}
+        part = {s: {b: f[is_known[s]] for b, f in features[s].items()} for s in labels}
+        known_labels = {s: labels[s][is_known[s]] for s in labels}
         unknown = {b: np.concatenate([features[s][b][~is_known[s]] for s in labels]) for b in features["test"]}
-        for name, detector in fit_detectors(part, k, keep).items():
-            backbones = chosen[name]
-            known_scores = detector.scores(joined(part["test"], backbones))
-            unknown_scores = detector.scores(joined(unknown, backbones))
+        unknown_labels = np.concatenate([labels[s][~is_known[s]] for s in labels])
+        for name, detector in fit_detectors(part, known_labels, keep).items():
+            known_scores = detector.scores(joined(part["test"], chosen[name])) - detector.threshold
+            unknown_scores = detector.scores(joined(unknown, chosen[name])) - detector.threshold
             pooled[name]["known"].append(known_scores)
             pooled[name]["unknown"].append(unknown_scores)
-            pooled[name]["known_kept"].append(known_scores <= detector.threshold)
-            pooled[name]["unknown_accepted"].append(unknown_scores <= detector.threshold)
+            for c in held:
+                pooled[name]["per_class"][class_names[c]] = auroc(known_scores, unknown_scores[unknown_labels == c])
     report = {}
     for name, p in pooled.items():
         report[name] = {
-            # AUROC per fold then averaged: each fold has its own reference set and scale.
+            # AUROC per fold then averaged: each fold has its own detector and scale.
             "auroc": float(np.mean([auroc(kn, un) for kn, un in zip(p["known"], p["unknown"])])),
-            "known_test_kept": float(np.concatenate(p["known_kept"]).mean()),
-            "unknown_accepted": float(np.concatenate(p["unknown_accepted"]).mean()),
+            "known_test_kept": float((np.concatenate(p["known"]) <= 0).mean()),
+            "unknown_accepted": float((np.concatenate(p["unknown"]) <= 0).mean()),
             "known_test_photos": int(sum(len(x) for x in p["known"])),
             "unknown_photos": int(sum(len(x) for x in p["unknown"])),
+            "class_auroc": dict(sorted(p["per_class"].items(), key=lambda item: item[1])),
         }
     return report
 
 
-def to_stored(detectors: dict[str, KnnDetector], protocol: dict, image_size: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """The verdict as the result set stores it (``artifacts.write_openset``): settings JSON and float16 arrays."""
+# Stored in float16 (their values were rounded to it in ``Detector.fit``); the others in float32.
+HALF_FIELDS = ("components", "weights")
+
+
+def to_stored(detectors: dict[str, Detector], protocol: dict, image_size: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """The verdict as the result set stores it (``artifacts.write_openset``): settings JSON and arrays."""
     backbones = detector_backbones([n for n in detectors if n != ENSEMBLE])
     info = {
-        "method": f"kNN cosine distance (k={K}) on PCA-{PCA_DIMS} frozen ImageNet pooled features",
+        "method": METHOD,
         "keep": KEEP,
         "image_size": int(image_size),
-        "detectors": {
-            name: {"backbones": list(backbones[name]), "k": d.k, "threshold": d.threshold} for name, d in detectors.items()
-        },
+        "detectors": {name: {"backbones": list(backbones[name]), "threshold": d.threshold} for name, d in detectors.items()},
         "held_out_protocol": protocol,
     }
-    arrays = {}
-    for name, d in detectors.items():
-        arrays |= {f"{name}.mean": d.mean, f"{name}.components": d.components.astype(np.float16)}
-        arrays[f"{name}.reference"] = d.reference.astype(np.float16)
+    arrays = {
+        f"{name}.{f.name}": getattr(d, f.name).astype(np.float16 if f.name in HALF_FIELDS else np.float32)
+        for name, d in detectors.items()
+        for f in fields(Detector)
+        if f.name != "threshold"
+    }
     return info, arrays
 
 
-def from_stored(info: dict, arrays: dict[str, np.ndarray]) -> dict[str, KnnDetector]:
+def from_stored(info: dict, arrays: dict[str, np.ndarray]) -> dict[str, Detector]:
     return {
-        name: KnnDetector(
-            arrays[f"{name}.mean"].astype(np.float32),
-            arrays[f"{name}.components"].astype(np.float32),
-            arrays[f"{name}.reference"].astype(np.float32),
-            int(d["k"]),
-            float(d["threshold"]),
+        name: Detector(
+            **{f.name: arrays[f"{name}.{f.name}"].astype(np.float32) for f in fields(Detector) if f.name != "threshold"},
+            threshold=float(d["threshold"]),
         )
         for name, d in info["detectors"].items()
     }
 
 
-def verdicts(info: dict, detectors: dict[str, KnnDetector], features: dict[str, np.ndarray], model_ids) -> dict[str, np.ndarray]:
+def verdicts(info: dict, detectors: dict[str, Detector], features: dict[str, np.ndarray], model_ids) -> dict[str, np.ndarray]:
     """``{model id or ENSEMBLE: (B,) bool}``, True where the photo is unlike every class the set knows."""
     flags = {
         name: d.unknown(joined(features, info["detectors"][name]["backbones"])) for name, d in detectors.items()

@@ -33,8 +33,8 @@ def fit_openset(args) -> int:
     feats, labels = features.split_features(
         result_set, args.data_dir, args.weights_dir, args.cache_dir, args.backbones.split(",")
     )
-    protocol = openset.held_out_protocol(feats, labels, len(result_set.class_names))
-    detectors = openset.fit_detectors(feats)
+    protocol = openset.held_out_protocol(feats, labels, result_set.class_names)
+    detectors = openset.fit_detectors(feats, labels)
     info, arrays = openset.to_stored(detectors, protocol, result_set.config["image_size"])
     artifacts.write_openset(args.artifacts, info, arrays)
     print(f"open-set verdict: {info['method']}; threshold keeps {openset.KEEP:.0%} of validation photos")
@@ -44,6 +44,9 @@ def fit_openset(args) -> int:
             f"  {name:10s} AUROC {f['auroc']:.3f}  known test kept {f['known_test_kept']:.1%}  "
             f"unknown accepted {f['unknown_accepted']:.1%}  ({f['known_test_photos']} known, {f['unknown_photos']} unknown)"
         )
+        print("             hardest held-out classes (AUROC): " + ", ".join(
+            f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:6]
+        ))
     return 0
 
 

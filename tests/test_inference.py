@@ -81,7 +81,8 @@ def test_predictor_answers_as_the_classifier_with_the_open_set_verdict_on_imagen
         )
         models._seeded_random_weights(net)
         reference[name] = openset.normalise(np.asarray(keras.Model(inputs, net.output)(photos.astype("float32"))))
-    detectors = openset.fit_detectors({"train": reference, "validation": reference}, k=3)
+    labels = np.repeat(np.arange(len(TINY_CLASSES)), len(photos) // len(TINY_CLASSES))
+    detectors = openset.fit_detectors({"train": reference, "validation": reference}, {"train": labels, "validation": labels})
     stored = openset.to_stored(detectors, {}, photos.shape[1])
     for name, detector in openset.from_stored(*stored).items():
         # Thresholds at the median score, so that the flags compared below are mixed, not all alike.
@@ -93,8 +94,13 @@ def test_predictor_answers_as_the_classifier_with_the_open_set_verdict_on_imagen
     _, flags = judging(photos)
     assert set(flags) == {*MODEL_IDS, openset.ENSEMBLE}
     assert 0 < flags[openset.ENSEMBLE].sum() < len(photos)
+    # The app's compiled classifier judges on its own trunks the same way, in the same pass as its answers.
+    judged = inference.Classifier(loaded_models.models, inference.OpenSetJudge(*stored, loaded_models.pooled_features))
+    assert expected.unknown is None and classifier.judge is None  # the tiny set has no stored verdict
+    unknown = judged.classify(photos).unknown
     for name, expected_flag in expected_flags.items():
         np.testing.assert_array_equal(flags[name], expected_flag, err_msg=name)
+        np.testing.assert_array_equal(unknown[name], expected_flag, err_msg=name)
     # A stored verdict of another image size is not judged here (the caller falls back to core.features).
     assert not inference.Predictor(loaded_models, ({**stored[0], "image_size": 224}, stored[1])).judges_open_set
 

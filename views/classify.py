@@ -34,12 +34,16 @@ def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def openset_for(path: str, stamp: str, weights_dir: str | None):
-    """The result set's open-set verdict with its frozen backbones; None where the set has none."""
+    """The open-set verdict with frozen backbones of its own, for a set whose loaded models cannot judge it
+    (their backbones usually serve it: ``inference.OpenSetJudge``); None where the set has none."""
     return features.load_verdict(common.cached_result_set(path, stamp), weights_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def unknown_flags(path: str, stamp: str, weights_dir: str | None, digest: str, _image, model_ids: tuple):
+def unknown_flags(path: str, stamp: str, weights_dir: str | None, digest: str, _image, _result, model_ids: tuple):
+    """``{model id or "ensemble": unknown?}``, None where the result set has no verdict."""
+    if _result.unknown is not None:
+        return {name: bool(flags[0]) for name, flags in _result.unknown.items()}
     verdict = openset_for(path, stamp, weights_dir)
     return None if verdict is None else verdict.for_image(_image, model_ids)
 
@@ -96,7 +100,7 @@ except images.ImageError as err:
     st.stop()
 status.info(f"Running the models on {described}…")
 result, summary = classify(path, stamp, weights_dir, images.image_digest(data), image)
-unknown = unknown_flags(path, stamp, weights_dir, images.image_digest(data), image, tuple(result.results))
+unknown = unknown_flags(path, stamp, weights_dir, images.image_digest(data), image, result, tuple(result.results))
 status.empty()
 class_names = rs.class_names
 # The dataset card's classes this result set has no photo of: the models cannot name them.
@@ -120,11 +124,14 @@ with head[1]:
     if unknown is None:
         st.caption("This result set has no open-set verdict (scripts/evaluate.py --openset adds one).")
     elif unknown["ensemble"]:
-        st.warning(f"**None of the {len(class_names)} classes this result set knows**, most likely: this photo "
-                   "is unlike every training photo (nearest-neighbour distance in the ImageNet backbones' "
-                   "features), so the class names above are guesses among classes it does not belong to.")
+        st.warning(f"**None of the {len(class_names)} classes this result set knows**, most likely: in the "
+                   "ImageNet backbones' features this photo lies far from every known class, and a classifier of "
+                   "those features is unsure of it, so the class names above are guesses among classes it does "
+                   "not belong to.")
     else:
-        st.caption(f"Open-set verdict: like the training photos of the {len(class_names)} known classes.")
+        st.caption(f"Open-set verdict: not flagged as unlike the {len(class_names)} known classes. The check is "
+                   "rough: it catches only some photos of other produce, fewer still of look-alikes (figures on "
+                   "the Overview).")
 with st.expander(f"Classes this result set knows ({len(class_names)})"):
     st.markdown(", ".join(class_names))
     if missing:

@@ -83,8 +83,13 @@ with st.expander("Open-set verdict: photos of none of the known classes"):
             "models the ResNet50 one, the two CNN models and the average the ensemble's (both backbones)."
         )
         for name, f in info["held_out_protocol"].items():
+            hardest = ", ".join(f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:4])
             st.markdown(f"- **{name}**: AUROC {f['auroc']:.3f} · known test photos kept {f['known_test_kept']:.1%} "
-                        f"· unknown photos accepted {f['unknown_accepted']:.1%}")
+                        f"· unknown photos accepted {f['unknown_accepted']:.1%} · hardest held-out classes "
+                        f"(AUROC): {hardest}")
+        st.caption("Class AUROC: that held-out class's photos against the known test photos of its fold. The "
+                   "hardest classes are those with a look-alike among the known ones (for the shipped copy: bell "
+                   "pepper / capsicum / paprika, garlic / onion, lemon / orange, cabbage / lettuce).")
 
 with st.expander("What was trained, and on what"):
     counts = summary.get("counts", {})
