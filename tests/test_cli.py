@@ -80,9 +80,14 @@ def test_answer_equals_the_in_process_classifier_and_verdict(photos, mixed_run):
     classifier, problems = inference.load_classifier(result_set, SHARED_WEIGHTS)
     assert problems == {}
     image = images.read_image(photos["photo.jpg"])
-    expected = reports.summarise(classifier.classify_image(image), result_set, top=len(result_set.class_names))
+    classification = classifier.classify_image(image)
+    expected = reports.summarise(classification, result_set, top=len(result_set.class_names))
     verdict = features.load_verdict(result_set, SHARED_WEIGHTS)
     expected = openset.mark_unknown(expected, verdict.for_image(image, expected["models"]))
+    # The app's classifier judges on its models' own trunks, as the verdict's own backbones do.
+    assert {name: bool(flags[0]) for name, flags in classification.unknown.items()} == verdict.for_image(
+        image, expected["models"]
+    )
     for name, answer in [*record["models"].items(), ("ensemble", record["ensemble"])]:
         reference = expected["ensemble"] if name == "ensemble" else expected["models"][name]
         everything = dict(reference["top"])
