@@ -37,8 +37,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True, help="dataset root (Kaggle layout or class folders)")
     parser.add_argument("--out", default="artifacts", help="result-set folder (default: artifacts)")
     parser.add_argument("--models", type=parse_models, default=list(MODEL_IDS), help="all, or ids separated by commas")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping may end sooner)")
-    parser.add_argument("--patience", type=int, default=defaults.patience, help="epochs without a better val_loss")
+    parser.add_argument("--epochs", type=int, default=None, help="most epochs (early stopping may end sooner); "
+                        f"default {defaults.epochs} with the study's recipe, {recipes.TUNED_EPOCHS} with the tuned one")
+    parser.add_argument("--patience", type=int, default=None, help="epochs without a better val_loss before stopping; "
+                        f"default {defaults.patience} (study), {recipes.TUNED_PATIENCE} (tuned)")
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--views", type=int, default=defaults.views, help="augmented views per training photo")
@@ -67,8 +69,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
+    tuned = args.recipe == recipes.TUNED
     hp = training.HyperParameters(
-        image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
+        image_size=args.image_size, batch_size=args.batch_size,
+        epochs=args.epochs or (recipes.TUNED_EPOCHS if tuned else defaults.epochs),
+        patience=args.patience or (recipes.TUNED_PATIENCE if tuned else defaults.patience),
         dropout=args.dropout, views=args.views, seed=args.seed,
     )
     try:
