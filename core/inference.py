@@ -122,7 +122,7 @@ class OpenSetJudge:
         self.pooled = {b: pooled_features[b] for b in info["detectors"][openset.ENSEMBLE]["backbones"]}
 
     @classmethod
-    def for_models(cls, loaded: LoadedModels, stored: tuple[dict, dict] | None, image_size: int) -> "OpenSetJudge | None":
+    def for_models(cls, loaded: LoadedModels, stored: tuple[dict, dict] | None, image_size: int) -> OpenSetJudge | None:
         """None where the set has no verdict, or one these models cannot judge: another image size, or a
         backbone none of the loaded models has (the caller then falls back on ``core.features``)."""
         if stored is None:

@@ -97,7 +97,7 @@ class Detector:
     threshold: float = np.inf
 
     @classmethod
-    def fit(cls, train: np.ndarray, labels: np.ndarray, validation: np.ndarray, keep: float = KEEP) -> "Detector":
+    def fit(cls, train: np.ndarray, labels: np.ndarray, validation: np.ndarray, keep: float = KEEP) -> Detector:
         """Fitted on ``train`` (N, D) of the known classes ``labels``; standardised and thresholded on
         ``validation`` photos of the same classes."""
         # scikit-learn only loads for fitting: the app and the command line just apply a stored detector.
