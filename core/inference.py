@@ -149,13 +149,11 @@ class Classifier:
         self.image_size = int(first.input.shape[1])
         self.explainers = {m: Explainer(loaded[m], MODEL_SPECS[m]) for m in self.model_ids}
         self.judge = judge
-        # The trunk models are kept: compiled_forward holds its model only by a weak reference.
-        self.trunk_models, self.trunks = {}, {}
+        self.trunks = {}
         for model_id in self.model_ids:
             spec = MODEL_SPECS[model_id]
             if spec.backbone and spec.backbone not in self.trunks:
-                self.trunk_models[spec.backbone] = models.trunk_model(loaded[model_id], spec)
-                self.trunks[spec.backbone] = models.compiled_forward(self.trunk_models[spec.backbone])
+                self.trunks[spec.backbone] = models.compiled_forward(models.trunk_model(loaded[model_id], spec))
 
     def classify(self, photos: np.ndarray) -> Classification:
         """``photos``: (B, size, size, 3) uint8, resized by ``images.to_array``."""

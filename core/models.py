@@ -17,7 +17,6 @@ Each model is two parts around a named boundary:
 from __future__ import annotations
 
 import os
-import weakref
 from pathlib import Path
 
 import keras
@@ -253,24 +252,26 @@ def with_compute_dtype(model: keras.Model, policy: str) -> keras.Model:
     return copy
 
 
-_COMPILED_FORWARDS = weakref.WeakKeyDictionary()
-
-
 def compiled_forward(model: keras.Model):
     """``model``'s inference as one traced TensorFlow graph, for float32 batches of any size (one per model,
-    traced on its first call).
+    traced on its first call, and kept as long as the model).
 
     Called eagerly, a functional Keras model dispatches layer by layer and keeps every layer's output until
     the call returns: ResNet50's trunk over a batch of 64 photos at 224 px then peaks at 5.5 GB, which
     TensorFlow's CPU allocator keeps for the rest of the process. Traced, each intermediate is freed as
     soon as its last consumer has run: 1.3 GB for the same batch, and 2-3 times faster (README: Memory).
     """
-    if model not in _COMPILED_FORWARDS:
+    forward = model.__dict__.get(_FORWARD_ATTRIBUTE)
+    if forward is None:
         signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)]
-        # A weak reference: the function must not keep the model alive in the table.
-        owner = weakref.ref(model)
-        _COMPILED_FORWARDS[model] = tf.function(lambda x: owner()(x, training=False), input_signature=signature)
-    return _COMPILED_FORWARDS[model]
+        forward = tf.function(lambda x: model(x, training=False), input_signature=signature)
+        # Set past Keras' attribute tracking: the function is no part of the model's state. The model and its
+        # function refer to each other, a cycle the garbage collector frees with the model.
+        object.__setattr__(model, _FORWARD_ATTRIBUTE, forward)
+    return forward
+
+
+_FORWARD_ATTRIBUTE = "_fruitveg_compiled_forward"
 
 
 def trunk_signature(model: keras.Model, spec: ModelSpec) -> float:
