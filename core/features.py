@@ -17,6 +17,7 @@ import numpy as np
 from core import images, models, openset
 from core.artifacts import write_npz
 from core.openset import normalise
+from core.specs import BACKBONES
 
 FEATURE_BACKBONES = ("vgg16", "resnet50")
 
@@ -30,11 +31,9 @@ class FeatureExtractor:
         self.nets = {}
         for name in self.backbones:
             inputs = keras.Input((self.image_size, self.image_size, 3))
-            x = models.CaffePreprocess()(inputs)
-            net = models._APPLICATIONS[name](
-                include_top=False, weights=models.imagenet_weights(name, weights_dir), input_tensor=x, pooling="avg"
-            )
-            self.nets[name] = keras.Model(inputs, net.output)
+            net = models.imagenet_backbone(BACKBONES[name], inputs, models.imagenet_weights(name, weights_dir))
+            # keras.applications' pooling="avg": the global average of the last feature map.
+            self.nets[name] = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(net.output))
 
     def __call__(self, photos: np.ndarray, batch_size: int = 32, backbones=None) -> dict[str, np.ndarray]:
         """``photos``: (B, size, size, 3) uint8 -> {backbone: (B, D) float32, unit length}."""

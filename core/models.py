@@ -143,7 +143,7 @@ def build_backbone_models(
     """
     backbone = BACKBONES[MODEL_SPECS[next(iter(dropouts))].backbone]
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    net = _imagenet_backbone(backbone, inputs, weights)
+    net = imagenet_backbone(backbone, inputs, weights)
     trunk_output = net.get_layer(backbone.trunk_output).output
     imagenet_map = net.get_layer(backbone.last_conv).output
     built = {}
@@ -195,7 +195,7 @@ def _cnn_features(inputs):
 
 def _backbone_features(spec: ModelSpec, inputs, weights):
     backbone = BACKBONES[spec.backbone]
-    net = _imagenet_backbone(backbone, inputs, weights)
+    net = imagenet_backbone(backbone, inputs, weights)
     trainable_from = net.get_layer(backbone.trunk_output)
     below = True
     for layer in net.layers:
@@ -206,8 +206,9 @@ def _backbone_features(spec: ModelSpec, inputs, weights):
     return net.get_layer(backbone.last_conv).output
 
 
-def _imagenet_backbone(backbone: Backbone, inputs, weights) -> keras.Model:
-    """The ``keras.applications`` backbone (no top) on the preprocessed ``inputs``, with ``weights``."""
+def imagenet_backbone(backbone: Backbone, inputs, weights) -> keras.Model:
+    """The ``keras.applications`` backbone (no top) on the preprocessed ``inputs``, with ``weights``
+    ("imagenet", a ``.weights.h5`` path, or "random"); ``WeightsUnavailable`` where the download fails."""
     x = CaffePreprocess(name="preprocess")(inputs)
     try:
         net = _APPLICATIONS[backbone.name](

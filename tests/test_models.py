@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from core import models
+from core import artifacts, features, models
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 
@@ -88,6 +88,11 @@ def test_offline_imagenet_download_fails_with_a_one_line_message(monkeypatch):
         models.build_model("vgg16", 5, 32, weights="imagenet")
     message = str(caught.value)
     assert "\n" not in message and "--weights-dir" in message and "FRUITVEG_WEIGHTS_DIR" in message
+    # The open-set verdict's own backbones too: without weights the set has no verdict, nothing fails.
+    monkeypatch.delenv("FRUITVEG_WEIGHTS_DIR", raising=False)
+    with pytest.raises(models.WeightsUnavailable):
+        features.FeatureExtractor(32, backbones=("vgg16",))
+    assert features.load_verdict(artifacts.open_result_set(ROOT / "artifacts")) is None
 
 
 def test_weights_dir_without_the_file_is_named(tmp_path, monkeypatch):
