@@ -56,13 +56,16 @@ def fit_openset(args) -> int:
 
 
 def fit_linear_probe(args) -> int:
+    from threadpoolctl import threadpool_limits
+
     from core import features, probe  # TensorFlow and the backbones only load for this
 
     result_set = artifacts.open_result_set(args.artifacts)
     feats, labels = features.split_features(
         result_set, args.data_dir, args.weights_dir, args.cache_dir, args.backbones.split(",")
     )
-    info, arrays = probe.measure(result_set, feats, labels)
+    with threadpool_limits(limits=1, user_api="blas"):  # as for the open-set verdict: small matrices
+        info, arrays = probe.measure(result_set, feats, labels)
     artifacts.write_linear_probe(args.artifacts, info, arrays)
     result_set = artifacts.open_result_set(args.artifacts)
     print(f"linear probe: {info['method']}; {info['selection']}")

@@ -20,7 +20,7 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_one_step():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         sys.path.insert(0, {str(ROOT)!r})
-        from core import models, training
+        from core import models, recipes, training
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             model = models.build_model("cnn", 3, 32)
@@ -29,7 +29,7 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_one_step():
         rng = np.random.default_rng(0)
         x = rng.integers(0, 255, (8, 32, 32, 3)).astype(np.uint8)
         y = rng.integers(0, 3, 8)
-        history, best = training.fit(model, 1e-3, [x], y, x, y, hp, seed=0)
+        history, best = training.fit(model, recipes.Recipe(1e-3), [x], y, x, y, hp, seed=0)
         changed = any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
         print("replicas", strategy.num_replicas_in_sync, "epochs", len(history), "changed", changed)
     """)
