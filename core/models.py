@@ -239,14 +239,18 @@ def _seeded_random_weights(net: keras.Model) -> None:
             layer.set_weights(values)
 
 
-def with_compute_dtype(model: keras.Model, policy: str) -> keras.Model:
+def with_compute_dtype(model: keras.Model, policy: str, float32_output: bool = False) -> keras.Model:
     """A copy of ``model`` computing in another dtype policy (e.g. "mixed_bfloat16"), with the same weights.
 
-    The variables stay float32; only the arithmetic changes, so outputs differ by rounding.
+    The variables stay float32; only the arithmetic changes, so outputs differ by rounding. With
+    ``float32_output`` the last layer (the softmax of a model being trained) stays float32, as Keras'
+    mixed-precision guide advises for the loss's sake.
     """
+    last = model.layers[-1]
 
     def clone(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+        dtype = "float32" if float32_output and layer is last else policy
+        return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())

@@ -23,6 +23,7 @@ RECIPES = (STUDY, TUNED)
 # validation loss. It needs no horizon, so it suits runs that early stopping ends at an epoch not known before.
 PLATEAU_FACTOR = 0.3
 PLATEAU_PATIENCE = 2
+AUGMENTATIONS = ("views", "random")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant", or "plateau" (see PLATEAU_FACTOR)
     label_smoothing: float = 0.0
+    # "views": each epoch draws one of the cached views of every photo (training.make_views); "random": a fresh
+    # random crop, mirror and colour jitter every epoch (core/augmentation.py), for the models that read photos.
+    augmentation: str = "views"
+
+    def __post_init__(self):
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}: {' or '.join(AUGMENTATIONS)}")
 
     def make_optimizer(self) -> keras.optimizers.Optimizer:
         if self.optimizer == "adamw":

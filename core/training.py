@@ -32,7 +32,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context as tf_context  # the coordination barrier has no public API
 from tqdm import tqdm
 
-from core import artifacts, cache, dataset, evaluation, images, models, recipes
+from core import artifacts, augmentation, cache, dataset, evaluation, images, models, recipes
 from core.groups import group_classes
 from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
 
@@ -58,6 +58,8 @@ class HyperParameters:
 # step, and Keras' per-step Python work would otherwise be a large share of that. The updates are the same.
 STEPS_PER_EXECUTION = 16
 TRUNK_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+# The trained part computes in float32 or bfloat16: mixed float16 would need loss scaling.
+TRAIN_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def gpu_precision(compute_capabilities: list[tuple[int, int]]) -> str:
@@ -67,12 +69,13 @@ def gpu_precision(compute_capabilities: list[tuple[int, int]]) -> str:
     return "bfloat16" if oldest >= (8, 0) else "float16" if oldest >= (7, 0) else "float32"
 
 
-def resolve_trunk_precision(requested: str = "auto") -> str:
-    """The precision the trunk runs in over the training views: on a GPU the one it computes natively (see
-    ``gpu_precision``); on a CPU bfloat16 only where it computes it natively (elsewhere it is emulated and slower
-    than float32); or as asked. The cached outputs are float16 on the host either way."""
-    if requested not in TRUNK_PRECISIONS:
-        raise ValueError(f"unknown trunk precision {requested!r}: {', '.join(TRUNK_PRECISIONS)}")
+def resolve_precision(requested: str = "auto", choices=TRUNK_PRECISIONS) -> str:
+    """The precision the trunk runs in over the training views, or the trained part trains in: on a GPU the
+    one it computes natively (see ``gpu_precision``); on a CPU bfloat16 only where it computes it natively
+    (elsewhere it is emulated and slower than float32); or as asked. Cached trunk outputs are float16 on the
+    host either way."""
+    if requested not in choices:
+        raise ValueError(f"unknown precision {requested!r}: {', '.join(choices)}")
     if requested != "auto":
         return requested
     gpus = tf.config.list_physical_devices("GPU")
@@ -141,9 +144,9 @@ def make_views(photos, views: int, seed: int, folder: Path | None = None, chunk:
 
 
 def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, seed: int,
-                 shuffle: bool = True) -> tf.data.Dataset:
+                 shuffle: bool = True, augment=None) -> tf.data.Dataset:
     """Batches of (input, label) in a new order every epoch (in order without ``shuffle``), each item as one
-    of its views drawn at random.
+    of its views drawn at random, then passed through ``augment`` (a function of a float32 batch) if given.
 
     The order and the views are drawn inside tf.data; the rows are gathered from ``views`` (arrays or
     ``cache.StoredArray`` files) one batch at a time, so that no copy of every view is ever made.
@@ -164,7 +167,7 @@ def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, s
         inputs, picked = tf.numpy_function(rows, [view, item], (tf.float32, tf.as_dtype(labels.dtype)))
         inputs.set_shape((None, *row_shape))
         picked.set_shape((None,))
-        return inputs, picked
+        return (inputs if augment is None else augment(inputs)), picked
 
     return picks.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -229,20 +232,32 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed):
-    """Train a model (or the top part of one, sharing its layers) and keep the best epoch's weights."""
-    compile_for_training(trainable, recipe)
+def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed,
+        precision: str = "float32"):
+    """Train a model (or the top part of one, sharing its layers) and keep the best epoch's weights.
+
+    With ``precision`` bfloat16 a mixed-precision copy trains (float32 weights, bfloat16 arithmetic, a
+    float32 softmax) and its weights are copied back: the stored model computes in float32 like any other.
+    """
+    learner = trainable
+    if precision != "float32":
+        with trainable.distribute_strategy.scope():
+            learner = models.with_compute_dtype(trainable, f"mixed_{precision}", float32_output=True)
+    compile_for_training(learner, recipe)
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=hp.patience, restore_best_weights=True)
-    trainable.fit(
-        view_batches(train_views, y_train, hp.batch_size, seed),
+    augment = augmentation.random_crop_flip_jitter if recipe.augmentation == "random" else None
+    learner.fit(
+        view_batches(train_views, y_train, hp.batch_size, seed, augment=augment),
         validation_data=view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None,
         epochs=hp.epochs,
         shuffle=False,  # view_batches shuffles
         callbacks=[epoch_log, stopper, *recipe.callbacks(monitor)],
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    if learner is not trainable:
+        trainable.set_weights(learner.get_weights())
     history = pd.DataFrame(epoch_log.rows)
     best_epoch = int(history[monitor].idxmin()) + 1
     return history, best_epoch
@@ -329,18 +344,21 @@ def run(
     progress: bool = True,
     keep_cache: bool = False,
     recipe: str = recipes.STUDY,
+    train_precision: str = "float32",
 ) -> dict[str, str]:
     """Train the models not yet complete in ``out``; returns model id -> "trained"/"done"/reason skipped.
 
     With ``seeds`` > 1 every model is also trained again from seeds ``hp.seed + 1`` ... (replicates, whose
     history, metrics and predictions are kept beside the model to show the spread that seeds alone cause).
-    ``trunk_precision``: auto, float32 or bfloat16 (see ``resolve_trunk_precision``). ``recipe``: how each
+    ``trunk_precision``: auto, float32 or bfloat16 (see ``resolve_precision``); ``train_precision``: the
+    arithmetic of the trained parts (auto, float32 or bfloat16; see ``fit``). ``recipe``: how each
     model trains (``recipes.RECIPES``), recorded in the configuration and in each model's ``model.json``.
     Trunk outputs are cached on disk under ``out/.cache`` (core/cache.py), reused by a resumed run, and
     deleted when the run ends unless ``keep_cache``.
     """
     dist = resolve_strategy(strategy)
-    precision = resolve_trunk_precision(trunk_precision)
+    precision = resolve_precision(trunk_precision)
+    train_precision = resolve_precision(train_precision, TRAIN_PRECISIONS)
     timings = {}
     clock = time.perf_counter()
     chosen = {m: recipes.for_model(recipe, m) for m in MODEL_IDS}
@@ -360,6 +378,7 @@ def run(
         "resize": images.RESIZE_POLICY,
         "backbone_weights": "random (test only)" if random_backbones else "imagenet",
         "trunk_precision_train_views": precision,
+        "train_precision": train_precision,
     }
     writer = artifacts.ResultSetWriter(worker_folder(out, dist), config)
     writer.write_file(artifacts.DATASET, (json.dumps(plan.to_json(), indent=1) + "\n").encode())
@@ -442,10 +461,11 @@ def run(
             views=hp.views, seed=hp.seed, precision=precision, weights=str(weights.get(spec.backbone)),
             trunk=models.trunk_signature(model, spec),
         )
-        inputs = _model_inputs(model, spec, train_views, data, caches, precision, timings, progress, folder)
+        inputs = _model_inputs(model, spec, chosen[model_id], train_views, data, caches, precision, timings,
+                               progress, folder)
         history, best_epoch = fit(
             trainable, chosen[model_id], inputs["train"], data["train"][1],
-            inputs["validation"], data["validation"][1], hp, seed,
+            inputs["validation"], data["validation"][1], hp, seed, train_precision,
         )
         train_seconds = time.perf_counter() - clock
         log.info("%s, seed %d: %d epochs, best %d, %.0f s", model_id, run_seed, len(history), best_epoch, train_seconds)
@@ -480,11 +500,14 @@ def _remove_scratch(writer, chief: bool, keep_cache: bool) -> None:
         shutil.rmtree(writer.root, ignore_errors=True)
 
 
-def _model_inputs(model, spec, train_views, data, caches, precision, timings, progress, folder) -> dict:
+def _model_inputs(model, spec, recipe, train_views, data, caches, precision, timings, progress, folder) -> dict:
     """What the trainable part of ``model`` reads, per split: photos, trunk output or frozen features."""
     photos = {"train": train_views, "validation": data["validation"][0], "test": data["test"][0]}
     if spec.backbone is None:
-        return photos
+        # Fresh random views every epoch replace the cached ones (core/augmentation.py).
+        return {**photos, "train": train_views[:1]} if recipe.augmentation == "random" else photos
+    if recipe.augmentation != "views":
+        raise ValueError(f"{spec.id} trains on cached trunk outputs: only the cached views can augment its photos")
     stored = caches.setdefault(spec.backbone, {})
     if "trunk" not in stored:
         clock = time.perf_counter()

@@ -3,7 +3,7 @@
     python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
         [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
         [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16|float16] [--keep-cache]
-        [--recipe study|tuned]
+        [--recipe study|tuned] [--train-precision auto|float32|bfloat16]
 
 A rerun with the same settings resumes: models already complete in --out are not trained again.
 """
@@ -63,6 +63,10 @@ def main(argv=None) -> int:
                         help="arithmetic of the frozen trunk over the training views; auto: on a GPU bfloat16 or "
                         "float16, whichever it computes natively; on a CPU bfloat16 where it has it natively "
                         "(AVX512-BF16, AMX), else float32. Validation and test always use float32")
+    parser.add_argument("--train-precision", choices=training.TRAIN_PRECISIONS, default=None,
+                        help="arithmetic of the trained parts (weights stay float32); auto: bfloat16 where the trunk "
+                        "would use it. Default float32 with the study's recipe (its results unchanged), auto with the "
+                        "tuned one")
     parser.add_argument("--keep-cache", action="store_true",
                         help="keep the frozen trunk outputs cached under OUT/.cache after the run (deleted by default; "
                         "a resumed run reuses them either way)")
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
             random_backbones=args.random_backbones, strategy=args.strategy,
             group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
             trunk_precision=args.trunk_precision, keep_cache=args.keep_cache, recipe=args.recipe,
+            train_precision=args.train_precision or ("auto" if tuned else "float32"),
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

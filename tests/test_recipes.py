@@ -29,6 +29,27 @@ def test_every_model_has_a_tuned_recipe_that_builds():
         recipes.for_model("best", "cnn")
 
 
+def test_random_augmentation_is_only_chosen_for_models_that_read_photos():
+    for model_id in MODEL_IDS:
+        if recipes.for_model(recipes.TUNED, model_id).augmentation == "random":
+            assert MODEL_SPECS[model_id].backbone is None
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        recipes.Recipe(1e-3, augmentation="mixup")
+
+
+def test_bfloat16_training_leaves_a_float32_model_with_the_learnt_weights():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.Activation("softmax")])
+    hp = training.HyperParameters(batch_size=16, epochs=15, patience=15)
+    history, _ = training.fit(model, recipes.Recipe(0.05), [x], y, x, y, hp, seed=0, precision="bfloat16")
+    assert history["loss"].iloc[-1] < 0.5 * history["loss"].iloc[0]
+    assert model.dtype_policy.name == "float32" and all(w.dtype == "float32" for w in model.weights)
+    assert np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y) >= 0.9
+
+
 def test_label_smoothing_is_cross_entropy_against_spread_targets():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
     labels = np.array([0, 2])

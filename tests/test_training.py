@@ -139,12 +139,14 @@ def test_seeds_add_replicate_runs_and_resume(tiny_data, tmp_path):
     assert again == {"cnn_attention": "done"}
 
 
-def test_trunk_precision_is_bfloat16_only_when_asked_or_native():
-    assert training.resolve_trunk_precision("float32") == "float32"
-    assert training.resolve_trunk_precision("bfloat16") == "bfloat16"
-    assert training.resolve_trunk_precision("auto") in ("float32", "bfloat16")
-    with pytest.raises(ValueError, match="unknown trunk precision"):
-        training.resolve_trunk_precision("int8")
+def test_precision_is_bfloat16_only_when_asked_or_native():
+    assert training.resolve_precision("float32") == "float32"
+    assert training.resolve_precision("bfloat16") == "bfloat16"
+    assert training.resolve_precision("auto") in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        training.resolve_precision("int8")
+    with pytest.raises(ValueError, match="unknown precision"):  # mixed float16 would need loss scaling
+        training.resolve_precision("float16", training.TRAIN_PRECISIONS)
 
 
 def test_a_gpu_gets_the_reduced_precision_all_its_devices_compute_natively():

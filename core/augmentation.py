@@ -1,0 +1,50 @@
+"""Fresh random augmentation for the models that train on photos (the CNNs), drawn anew every epoch.
+
+The backbone models train on cached trunk outputs and so can only see a fixed set of views per photo
+(``training.make_views``); a CNN reads the photos themselves, and a model learnt from scratch on about a
+thousand photos needs every epoch to look different (Krizhevsky et al. 2012; He et al. 2016 for the
+crop scales). Applied to a float32 batch of 0-255 pixels, inside the tf.data pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+# Random resized crops (Szegedy et al. 2015, as torchvision's RandomResizedCrop): the crop covers this share
+# of the photo's area, with an aspect ratio between 3:4 and 4:3. Photos of produce are mostly a whole item
+# or a pile of them, so crops much smaller than a quarter cut away what tells the class.
+CROP_AREA = (0.25, 1.0)
+CROP_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+# Colour jitter: brightness, contrast and saturation each scaled by a factor in this range. Hue is left
+# alone: it is what tells a red from a green pepper, or an orange from a lemon.
+JITTER = (0.75, 1.25)
+
+
+def random_crop_flip_jitter(batch: tf.Tensor) -> tf.Tensor:
+    """Each image of ``batch`` (float32, N x H x W x 3, 0-255) cropped at random, resized back, mirrored half
+    the time and colour-jittered."""
+    count = tf.shape(batch)[0]
+    size = tf.shape(batch)[1:3]
+
+    def uniform(low, high, shape=None):
+        return tf.random.uniform(shape if shape is not None else [count], low, high)
+
+    area, ratio = uniform(*CROP_AREA), tf.exp(uniform(*CROP_LOG_RATIO))
+    width = tf.minimum(tf.sqrt(area * ratio), 1.0)
+    height = tf.minimum(tf.sqrt(area / ratio), 1.0)
+    top, left = uniform(0.0, 1.0) * (1 - height), uniform(0.0, 1.0) * (1 - width)
+    # crop_and_resize mirrors a box whose x1 > x2.
+    mirror = uniform(0.0, 1.0) < 0.5
+    x1, x2 = tf.where(mirror, left + width, left), tf.where(mirror, left, left + width)
+    boxes = tf.stack([top, x1, top + height, x2], axis=1)
+    images = tf.image.crop_and_resize(batch, boxes, tf.range(count), size)
+
+    factor_shape = [count, 1, 1, 1]
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    images = (images - mean) * uniform(*JITTER, factor_shape) + mean
+    images = images * uniform(*JITTER, factor_shape)
+    grey = tf.reduce_mean(images, axis=-1, keepdims=True)
+    images = grey + (images - grey) * uniform(*JITTER, factor_shape)
+    return tf.clip_by_value(images, 0.0, 255.0)

@@ -1,0 +1,54 @@
+"""Fresh random augmentation for the CNNs: crops, mirrors and colour jitter that keep a photo a photo."""
+
+import numpy as np
+import tensorflow as tf
+
+from core import augmentation
+
+
+def gradient_batch(count=8, size=32):
+    """Left-to-right ramp in red, top-to-bottom in green, constant blue: any crop or mirror shows in it."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    image = np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)), np.full((size, size), 100.0)], -1)
+    return np.repeat(image[None], count, axis=0)
+
+
+def test_augmented_batches_keep_shape_and_pixel_range_and_differ_every_call():
+    batch = gradient_batch()
+    first = augmentation.random_crop_flip_jitter(tf.constant(batch)).numpy()
+    second = augmentation.random_crop_flip_jitter(tf.constant(batch)).numpy()
+    assert first.shape == batch.shape and first.dtype == np.float32
+    assert first.min() >= 0 and first.max() <= 255
+    assert not np.allclose(first, second)
+    assert not np.allclose(first[0], first[1])  # each image draws its own crop and colours
+
+
+def test_without_cropping_or_jitter_each_image_is_itself_or_its_mirror_and_both_occur(monkeypatch):
+    monkeypatch.setattr(augmentation, "CROP_AREA", (1.0, 1.0))
+    monkeypatch.setattr(augmentation, "CROP_LOG_RATIO", (0.0, 0.0))
+    monkeypatch.setattr(augmentation, "JITTER", (1.0, 1.0))
+    batch = gradient_batch(count=64)
+    out = augmentation.random_crop_flip_jitter(tf.constant(batch)).numpy()
+    same = np.all(np.isclose(out, batch, atol=0.5), axis=(1, 2, 3))
+    mirrored = np.all(np.isclose(out, batch[:, :, ::-1], atol=0.5), axis=(1, 2, 3))
+    assert np.all(same | mirrored) and same.any() and mirrored.any()
+
+
+def test_crops_zoom_in():
+    batch = gradient_batch(count=32)
+    out = augmentation.random_crop_flip_jitter(tf.constant(batch)).numpy()
+    red_span = out[..., 0].max(axis=(1, 2)) - out[..., 0].min(axis=(1, 2))
+    assert np.median(red_span) < 0.95 * 255  # most crops show only part of the ramp
+
+
+def test_colour_jitter_never_swaps_which_channel_of_a_pixel_is_larger(monkeypatch):
+    # Contrast, brightness and saturation scale about a grey level by positive factors: hues stay put.
+    monkeypatch.setattr(augmentation, "CROP_AREA", (1.0, 1.0))
+    monkeypatch.setattr(augmentation, "CROP_LOG_RATIO", (0.0, 0.0))
+    batch = gradient_batch(count=32)
+    out = augmentation.random_crop_flip_jitter(tf.constant(batch)).numpy()
+    mirrored = out[:, 0, 0, 0] > out[:, 0, -1, 0]  # the red ramp runs right to left
+    source = np.where(mirrored[:, None, None, None], batch[:, :, ::-1], batch)
+    redder = source[..., 0] > source[..., 2] + 1
+    assert redder.any() and np.all(out[..., 0][redder] >= out[..., 2][redder])
+    assert not np.allclose(out, source, atol=1)
