@@ -6,7 +6,7 @@ time with positioned reads (``StoredArray``), never memory-mapped: the pages of 
 process's resident memory for as long as it is open, so an epoch that reads every cached row would show
 (and, for the system, hold) the whole cache; read, the rows pass through the kernel's page cache, which is
 shared and reclaimable. Trunk outputs live under ``<run folder>/.cache/<backbone>-<key>/``; the key
-hashes everything they depend on (dataset, image size, views, seed, precision, trunk weights), so the two
+hashes everything they depend on (dataset, image size, views, seed, precision, the trunk's weights), so the two
 models of a backbone and a resumed run reuse the files, and a changed run never reads stale ones. A file is
 written under a temporary name and renamed when complete, so an interrupted run leaves nothing that looks
 finished.
@@ -127,11 +127,14 @@ def predict_to_file(forward, output_shape, inputs, path: Path, batch_size: int):
         stored = StoredArray(path)
         if stored.shape == shape:
             return stored
-    blocks = (
-        np.asarray(forward(np.asarray(inputs[start : start + batch_size], np.float32)), np.float32).astype(CACHE_DTYPE)
-        for start in range(0, len(inputs), batch_size)
-    )
-    return write_rows(path, shape, CACHE_DTYPE, blocks)
+    return write_rows(path, shape, CACHE_DTYPE, forward_blocks(forward, inputs, batch_size))
+
+
+def forward_blocks(forward, inputs, batch_size: int, dtype=CACHE_DTYPE):
+    """``forward`` over ``inputs`` (an array or a ``StoredArray``), ``batch_size`` rows at a time: one output
+    block per batch, as ``dtype``, so that neither the inputs nor the outputs are ever all in memory."""
+    for start in range(0, len(inputs), batch_size):
+        yield np.asarray(forward(np.asarray(inputs[start : start + batch_size], np.float32))).astype(dtype)
 
 
 def remove(run_root: Path) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from core import formatting, stats
 from core.artifacts import Predictions, ResultSet
-from core.comparison import accuracy_fields
+from core.comparison import accuracy_fields, seed_accuracies
 from core.specs import BACKBONES, MODEL_SPECS
 
 C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 11))
@@ -138,6 +138,8 @@ def paired_tests(result_set: ResultSet) -> pd.DataFrame:
         for model_id in result_set.models:
             model_correct, probe_correct = _paired(result_set.predictions(model_id), probe)
             result = stats.mcnemar_exact(model_correct, probe_correct)
+            runs = seed_accuracies(result_set, model_id)
+            seed_mean, seed_sd = stats.mean_and_spread(runs)
             rows.append({
                 "id": model_id,
                 "model": MODEL_SPECS[model_id].title,
@@ -151,13 +153,18 @@ def paired_tests(result_set: ResultSet) -> pd.DataFrame:
                 "only_probe": result.only_b,
                 "p_value": result.p_value,
                 "beats_probe": result.p_value < ALPHA and result.only_a > result.only_b,
+                # Over the model's seed runs (the probe has no seed): is its margin larger than their spread?
+                "seed_runs": len(runs),
+                "seed_margin": seed_mean - float(probe_correct.mean()) if len(probe_correct) else float("nan"),
+                "seed_sd": seed_sd,
                 "verdict": stats.mcnemar_verdict(MODEL_SPECS[model_id].title, title(backbone), result, ALPHA),
             })
     return pd.DataFrame(rows)
 
 
 def flags(tests: pd.DataFrame) -> list[str]:
-    """One sentence per fine-tuned ImageNet model against its own backbone's probe; ⚠ where not beaten.
+    """One sentence per fine-tuned ImageNet model against its own backbone's probe; ⚠ where not beaten: not
+    significantly better on the test photos, or (with several seeds) a mean margin within the seeds' spread.
 
     A model whose backbone has no probe in the set (only some backbones probed) is said to be not compared.
     """
@@ -174,7 +181,12 @@ def flags(tests: pd.DataFrame) -> list[str]:
             f"right where the other is wrong on {row.only_model} vs {row.only_probe} photos, "
             f"{formatting.p_value(row.p_value)}"
         )
-        if row.beats_probe:
+        beyond_seeds = True
+        if row.seed_runs > 1:
+            beyond_seeds = row.seed_margin > row.seed_sd
+            figures += (f"; mean of {row.seed_runs} seeds {100 * row.seed_margin:+.1f} points, "
+                        f"{'more' if beyond_seeds else 'not more'} than their spread (SD {100 * row.seed_sd:.1f} points)")
+        if row.beats_probe and beyond_seeds:
             lines.append(f"{row.model} beats its backbone's linear probe ({figures}).")
         else:
             lines.append(f"⚠ {row.model} does not beat its backbone's linear probe ({figures}).")

@@ -180,11 +180,7 @@ FROZEN_BATCH = 32
 def predict_in_batches(model: keras.Model, inputs: np.ndarray, batch_size: int = FROZEN_BATCH,
                        dtype=cache.CACHE_DTYPE) -> np.ndarray:
     """Run a model over an array (or an on-disk cache) once, batch by batch; float16 by default, as cached."""
-    forward = models.compiled_forward(model)
-    parts = [
-        np.asarray(forward(np.asarray(inputs[i : i + batch_size], np.float32))).astype(dtype)
-        for i in range(0, len(inputs), batch_size)
-    ]
+    parts = list(cache.forward_blocks(models.compiled_forward(model), inputs, batch_size, dtype))
     return np.concatenate(parts) if parts else np.zeros((0, *model.output_shape[1:]), dtype)
 
 
@@ -458,7 +454,8 @@ def run(
         clock = time.perf_counter()
         folder = spec.backbone and cache.cache_folder(
             writer.root, spec.backbone, dataset=plan.fingerprint, split=split, image_size=hp.image_size,
-            views=hp.views, seed=hp.seed, precision=precision, weights=str(weights.get(spec.backbone)),
+            views=hp.views, seed=hp.seed, precision=precision,
+            # The trunk's weights by what they compute, not by their file's path (which a rerun may spell otherwise).
             trunk=models.trunk_signature(model, spec),
         )
         inputs = _model_inputs(model, spec, chosen[model_id], train_views, data, caches, precision, timings,

@@ -96,6 +96,16 @@ def test_probe_is_stored_read_back_and_paired_with_every_model(probed):
     assert sum("not compared: this result set has no VGG16 probe" in line for line in only_resnet) == 2
 
 
+def test_with_seeds_a_model_beats_its_probe_only_by_a_mean_margin_beyond_their_spread(probed):
+    tests = probe.paired_tests(artifacts.open_result_set(probed))
+    assert (tests["seed_runs"] == 1).all() and (tests["seed_sd"] == 0).all()  # one run: no spread known
+    row = tests[(tests["id"] == "resnet50") & tests["own_backbone"]].assign(beats_probe=True, seed_runs=3, seed_sd=0.02)
+    (within,) = probe.flags(row.assign(seed_margin=0.015))
+    (beyond,) = probe.flags(row.assign(seed_margin=0.03))
+    assert within.startswith("⚠") and "+1.5 points, not more than their spread (SD 2.0 points)" in within
+    assert not beyond.startswith("⚠") and "+3.0 points, more than their spread" in beyond
+
+
 def test_a_damaged_or_newer_probe_reads_as_none_and_the_set_still_opens(probed, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(probed, copy)

@@ -125,14 +125,21 @@ def test_seeds_add_replicate_runs_and_resume(tiny_data, tmp_path):
 
     out = tmp_path / "seeds"
     hp = training.HyperParameters(**TINY_HP)
-    status = training.run(tiny_data, out, ["cnn_attention"], hp=hp, seeds=3, random_backbones=True, progress=False)
-    assert status == {"cnn_attention": "trained"}
+    status = training.run(tiny_data, out, ["cnn", "cnn_attention"], hp=hp, seeds=3, random_backbones=True,
+                          progress=False)
+    assert status == {"cnn": "trained", "cnn_attention": "trained"}
     rs = artifacts.open_result_set(out)
     assert rs.replicate_seeds("cnn_attention") == [1, 2]
-    row = comparison.overview_table(rs).iloc[0]
-    accuracies = [rs.metrics("cnn_attention")["accuracy"]] + [
-        rs.replicate_metrics("cnn_attention", s)["accuracy"] for s in (1, 2)]
-    assert row["seed_runs"] == 3 and row["seed_mean_accuracy"] == pytest.approx(np.mean(accuracies))
+    table = comparison.overview_table(rs).set_index("id")
+    accuracies = {m: [rs.metrics(m)["accuracy"]] + [rs.replicate_metrics(m, s)["accuracy"] for s in (1, 2)]
+                  for m in ("cnn", "cnn_attention")}
+    row = table.loc["cnn_attention"]
+    assert row["seed_runs"] == 3 and row["seed_mean_accuracy"] == pytest.approx(np.mean(accuracies["cnn_attention"]))
+    pair = comparison.seed_pairs(rs).iloc[0]
+    means = {m: np.mean(a) for m, a in accuracies.items()}
+    better, worse = sorted(means, key=means.get, reverse=True)
+    assert pair["difference"] == pytest.approx(means[better] - means[worse]) and pair["runs"] == (3, 3)
+    assert pair["beyond_seeds"] == (min(accuracies[better]) > max(accuracies[worse]))
     band = comparison.seed_band(rs, "cnn_attention", "val_loss")
     assert list(band["runs"]) == [3, 3, 3, 3] and (band["low"] <= band["high"]).all()
     again = training.run(tiny_data, out, ["cnn_attention"], hp=hp, seeds=3, random_backbones=True, progress=False)

@@ -1,10 +1,11 @@
 """Statistics: is a difference between two models real? Paired tests and calibration."""
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison
+from core import comparison, formatting
 from views import common, multiset, probe
 
 st.title("Statistics")
@@ -33,6 +34,33 @@ st.plotly_chart(figure, width="stretch")
 st.markdown("\n".join(f"- {v}" for v in verdicts))
 st.caption("Dark cells (p < 0.05) are differences unlikely to be chance; with 15 pairs, about one in "
            "twenty such cells can still be chance alone.")
+
+st.subheader("Across seeds")
+pairs = comparison.seed_pairs(rs)
+if pairs.empty:
+    st.caption("One run per model in this result set: how much the seed alone moves a model's accuracy is not "
+               "known here (`scripts/train.py --seeds 3` trains replicates).")
+else:
+    st.markdown(
+        "Training again with another seed changes a model's test accuracy by itself. A difference between two models "
+        "counts as beyond seed noise when every run of the better one beats every run of the other."
+    )
+    st.dataframe(
+        pd.DataFrame({
+            "Better (mean)": [f"{r.better} ({formatting.percent(r.better_mean)})" for r in pairs.itertuples()],
+            "Worse (mean)": [f"{r.worse} ({formatting.percent(r.worse_mean)})" for r in pairs.itertuples()],
+            "Difference": [f"{100 * r.difference:.1f} points" for r in pairs.itertuples()],
+            "Ranges over seeds": [
+                f"{formatting.percent(r.better_range[0])}–{formatting.percent(r.better_range[1])} vs "
+                f"{formatting.percent(r.worse_range[0])}–{formatting.percent(r.worse_range[1])}" for r in pairs.itertuples()
+            ],
+            "Runs": [f"{r.runs[0]} vs {r.runs[1]}" for r in pairs.itertuples()],
+            "Beyond seed noise": ["yes" if r.beyond_seeds else "no: the ranges overlap" for r in pairs.itertuples()],
+        }),
+        hide_index=True,
+    )
+    st.caption("With 3 runs each, ranges that do not overlap arise by seed noise alone 1 time in 10. Models with a "
+               "single run are left out.")
 
 st.subheader("Calibration")
 st.markdown(
