@@ -76,6 +76,23 @@ def test_the_plateau_schedule_lowers_the_rate_when_the_validation_loss_stalls():
     assert np.allclose(rates[stalled], 1e-9 * recipes.PLATEAU_FACTOR)
 
 
+def test_the_cosine_schedule_warms_up_then_falls_along_a_half_cosine_to_zero():
+    recipe = recipes.Recipe(1e-3, schedule="cosine", cosine_epochs=12, warmup_epochs=2)
+    rates = [recipe.cosine_rate(epoch) for epoch in range(15)]
+    assert rates[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])  # warm-up, then the full rate at epoch 2
+    assert rates[7] == pytest.approx(0.5e-3)  # halfway through the fall
+    assert all(a > b for a, b in zip(rates[2:12], rates[3:13])) and rates[12:] == pytest.approx([0, 0, 0])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, 32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    history, _ = training.fit(model, recipe, [x], y, x, y, training.HyperParameters(batch_size=8, epochs=5, patience=10), 0)
+    assert history["learning_rate"].to_numpy() == pytest.approx(rates[:5])
+    with pytest.raises(ValueError, match="cosine_epochs"):
+        recipes.Recipe(1e-3, schedule="cosine")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        recipes.Recipe(1e-3, schedule="step")
+
+
 def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(tiny_data, tmp_path):
     hp = training.HyperParameters(**{**TINY_HP, "epochs": 1})
     out = tmp_path / "tuned"
