@@ -70,6 +70,11 @@ class Recipe:
             return [keras.callbacks.LearningRateScheduler(self.cosine_rate)]
         return []
 
+    def epoch_budget(self, budget: int) -> int:
+        """The most epochs worth running: the cosine schedule's rate is zero after ``cosine_epochs``, where
+        only BatchNorm's running statistics would still move (and keep early stopping waiting)."""
+        return min(budget, self.cosine_epochs) if self.schedule == "cosine" else budget
+
     def cosine_rate(self, epoch: int, _current: float | None = None) -> float:
         """The cosine schedule's rate for an epoch (counted from 0)."""
         if epoch < self.warmup_epochs:

@@ -247,7 +247,7 @@ def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, va
     learner.fit(
         view_batches(train_views, y_train, hp.batch_size, seed, augment=augment),
         validation_data=view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None,
-        epochs=hp.epochs,
+        epochs=recipe.epoch_budget(hp.epochs),
         shuffle=False,  # view_batches shuffles
         callbacks=[epoch_log, stopper, *recipe.callbacks(monitor)],
         verbose=1 if sys.stdout.isatty() else 2,

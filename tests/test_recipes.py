@@ -87,6 +87,9 @@ def test_the_cosine_schedule_warms_up_then_falls_along_a_half_cosine_to_zero():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     history, _ = training.fit(model, recipe, [x], y, x, y, training.HyperParameters(batch_size=8, epochs=5, patience=10), 0)
     assert history["learning_rate"].to_numpy() == pytest.approx(rates[:5])
+    short = recipes.Recipe(1e-3, schedule="cosine", cosine_epochs=3)
+    history, _ = training.fit(model, short, [x], y, x, y, training.HyperParameters(batch_size=8, epochs=9, patience=10), 0)
+    assert len(history) == 3 and recipes.Recipe(1e-3).epoch_budget(9) == 9  # no epoch at a zero rate
     with pytest.raises(ValueError, match="cosine_epochs"):
         recipes.Recipe(1e-3, schedule="cosine")
     with pytest.raises(ValueError, match="unknown schedule"):
