@@ -104,6 +104,31 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFrame:
+    """Soft-voting ensembles (the mean of the stored models' test probabilities): of every model, and of the
+    ImageNet-based ones, each beside its best member. Empty with fewer than two models."""
+    members = {
+        f"all {len(result_set.models)} models": list(result_set.models),
+        "the ImageNet-based models": [m for m in result_set.models if MODEL_SPECS[m].backbone],
+    }
+    rows = []
+    for name, ids in members.items():
+        if len(ids) < 2 or (rows and ids == rows[-1]["ids"]):
+            continue
+        predictions = [result_set.predictions(m) for m in ids]
+        if any(not np.array_equal(p.files, predictions[0].files) for p in predictions):
+            raise ValueError("the models were tested on different images; an ensemble needs the same test set")
+        probs = np.mean([p.probs for p in predictions], axis=0)
+        correct = probs.argmax(axis=1) == predictions[0].y_true
+        k, n = int(correct.sum()), int(correct.size)
+        low, high = stats.wilson_interval(k, n, confidence)
+        best = max(ids, key=lambda m: result_set.metrics(m)["accuracy"])
+        rows.append({"ensemble": name, "ids": ids, "accuracy": k / n, "accuracy_low": low, "accuracy_high": high,
+                     "correct": k, "n": n, "best_member": MODEL_SPECS[best].title,
+                     "best_member_accuracy": result_set.metrics(best)["accuracy"]})
+    return pd.DataFrame(rows)
+
+
 def reading(table: pd.DataFrame) -> list[str]:
     """A plain-language reading of the overview table: what is and is not a real difference."""
     if table.empty:

@@ -90,6 +90,26 @@ class Recipe:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, fields: dict) -> Recipe:
+        """A recipe as recorded (a ``model.json``); fields added since take their defaults, which is what
+        a run made before them used."""
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        """One line for a person: optimizer and rate, schedule, loss, augmentation."""
+        optimizer = f"AdamW {self.learning_rate:g}, weight decay {self.weight_decay:g}" if self.optimizer == "adamw" else (
+            f"Adam {self.learning_rate:g}")
+        schedule = {
+            "constant": "constant rate",
+            "plateau": f"rate x{PLATEAU_FACTOR:g} after {PLATEAU_PATIENCE} epochs without a better validation loss",
+            "cosine": f"cosine decay to zero at epoch {self.cosine_epochs}"
+                      + (f" after {self.warmup_epochs} warm-up epochs" if self.warmup_epochs else ""),
+        }[self.schedule]
+        loss = f"label smoothing {self.label_smoothing:g}" if self.label_smoothing else "plain cross-entropy"
+        views = "fresh random crops, mirrors and colour jitter" if self.augmentation == "random" else "the cached views"
+        return f"{optimizer}; {schedule}; {loss}; {views}"
+
 
 class SmoothedSparseCrossentropy(keras.losses.Loss):
     """Cross-entropy against label-smoothed targets (Szegedy et al. 2016) for integer labels, which Keras'

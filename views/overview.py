@@ -1,9 +1,10 @@
 """Overview: one row per model, with intervals, cost and the study's reference figures."""
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison, formatting
+from core import comparison, formatting, recipes, resultsets
 from views import common, multiset, probe
 
 st.title("Overview")
@@ -70,6 +71,24 @@ st.plotly_chart(figure, width="stretch")
 st.caption("Dot: test accuracy with its 95 % Wilson interval · grey tick: the study's figure.")
 probe.overview(rs)
 
+ensembles = comparison.ensemble_table(rs)
+if not ensembles.empty:
+    st.subheader("Reference: soft-voting ensembles")
+    st.dataframe(
+        pd.DataFrame({
+            "Ensemble of": ensembles["ensemble"],
+            "Accuracy [95 % interval]": [
+                formatting.percent_interval(r.accuracy, r.accuracy_low, r.accuracy_high) for r in ensembles.itertuples()
+            ],
+            "Correct": [f"{r.correct} of {r.n}" for r in ensembles.itertuples()],
+            "Best member": [f"{r.best_member} ({formatting.percent(r.best_member_accuracy)})"
+                            for r in ensembles.itertuples()],
+        }),
+        hide_index=True,
+    )
+    st.caption("The mean of the models' probabilities on each test photo (the stored run of each model), as the "
+               "Classify page's ensemble. What the models get right together, not a model of its own.")
+
 stored_openset = rs.openset()
 with st.expander("Open-set verdict: photos of none of the known classes"):
     if stored_openset is None:
@@ -99,10 +118,19 @@ with st.expander("What was trained, and on what"):
         + f"; {summary.get('dropped_copies', 0)} byte-identical copies dropped; "
         f"{summary.get('skipped', 0)} unreadable files skipped."
         f"\n- Test images with a duplicate in training: {summary.get('leaked', {}).get('test', 0)}."
-        f"\n- Shared settings: Adam, batch {config['batch_size']}, dropout {config['dropout']}, {config['views']} "
-        f"augmented views per photo, early stopping on validation loss (patience {config['patience']}), "
-        f"resize {config['resize']}. Only the learning rate differs, as in the study."
+        f"\n- Recipe **{resultsets.recipe(rs)}**. Shared settings: batch {config['batch_size']}, dropout "
+        f"{config['dropout']}, {config['views']} cached views per photo, early stopping on validation loss (patience "
+        f"{config['patience']}), resize {config['resize']}."
         f"\n- Frozen backbone trunk over the training views computed in "
         f"{config.get('trunk_precision_train_views', 'float32')}; validation and test images in float32, as on the Classify page."
+        f" Trained parts computed in {config.get('train_precision', 'float32')} (weights kept in float32)."
         f"\n- Libraries: " + ", ".join(f"{k} {v}" for k, v in rs.manifest.get("versions", {}).items())
+    )
+    st.dataframe(
+        pd.DataFrame({
+            "Model": [common.title(m) for m in rs.models],
+            "Training": [recipes.Recipe.from_json(info.get("recipe") or {"learning_rate": info["learning_rate"]}).describe()
+                         for info in rs.models.values()],
+        }),
+        hide_index=True,
     )

@@ -1,0 +1,32 @@
+"""Tables the pages show beside the models: the soft-voting ensembles, and how each model was trained."""
+
+import numpy as np
+import pytest
+
+from core import artifacts, comparison, recipes
+from core.specs import MODEL_IDS
+
+
+def test_ensembles_average_the_stored_probabilities_of_all_models_and_of_the_imagenet_ones(tiny_results):
+    rs = artifacts.open_result_set(tiny_results)
+    table = comparison.ensemble_table(rs).set_index("ensemble")
+    assert list(table.index) == ["all 6 models", "the ImageNet-based models"]
+    for name, ids in [("all 6 models", MODEL_IDS), ("the ImageNet-based models", MODEL_IDS[2:])]:
+        predictions = [rs.predictions(m) for m in ids]
+        voted = np.mean([p.probs for p in predictions], axis=0).argmax(axis=1)
+        row = table.loc[name]
+        assert row["correct"] == int((voted == predictions[0].y_true).sum()) and row["n"] == len(voted)
+        assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+        best = max(rs.metrics(m)["accuracy"] for m in ids)
+        assert row["best_member_accuracy"] == pytest.approx(best)
+
+
+def test_recipes_read_back_from_a_model_json_and_say_what_they_are():
+    tuned_cnn = recipes.for_model(recipes.TUNED, "cnn")
+    assert recipes.Recipe.from_json(tuned_cnn.to_json()) == tuned_cnn
+    # A record from before a field existed reads with that field's default; an unknown field is ignored.
+    assert recipes.Recipe.from_json({"learning_rate": 1e-4, "optimizer": "adam", "later": 1}) == recipes.Recipe(1e-4)
+    assert recipes.for_model(recipes.STUDY, "vgg16").describe() == (
+        "Adam 1e-05; constant rate; plain cross-entropy; the cached views")
+    text = tuned_cnn.describe()
+    assert f"cosine decay to zero at epoch {tuned_cnn.cosine_epochs}" in text and "fresh random crops" in text
