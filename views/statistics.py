@@ -32,14 +32,14 @@ figure = go.Figure(go.Heatmap(
 figure.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_autorange="reversed")
 st.plotly_chart(figure, width="stretch")
 st.markdown("\n".join(f"- {v}" for v in verdicts))
-st.caption("Dark cells (p < 0.05) are differences unlikely to be chance; with 15 pairs, about one in "
+st.caption(f"Dark cells (p < 0.05) are differences unlikely to be chance; with {len(verdicts)} pairs, about one in "
            "twenty such cells can still be chance alone.")
 
 st.subheader("Across seeds")
 pairs = comparison.seed_pairs(rs)
 if pairs.empty:
-    st.caption("One run per model in this result set: how much the seed alone moves a model's accuracy is not "
-               "known here (`scripts/train.py --seeds 3` trains replicates).")
+    st.caption("Fewer than two models of this result set have runs with several seeds: how much the seed alone "
+               "moves their accuracy is not known here (`scripts/train.py --seeds 3` trains replicates).")
 else:
     st.markdown(
         "Training again with another seed changes a model's test accuracy by itself. A difference between two models "
