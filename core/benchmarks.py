@@ -112,16 +112,18 @@ def _evaluation_ms(model, spec, explain_inputs, photos, num_classes: int) -> flo
 
 
 def training_benchmark(photos, num_classes: int, weights, hp: training.HyperParameters, compare: str = "resnet50",
-                       rounds: int = 5) -> dict:
+                       rounds: int = 5, train_precision: str = "float32") -> dict:
     """Per-image costs of every step of a training run, and for the fine-tuned model ``compare`` an epoch with
     the trunk cache against a naive end-to-end ``fit`` (the trunk frozen but recomputed for every batch).
+    ``train_precision``: the arithmetic of the trained parts (the study's recipe: float32; the tuned one: auto).
 
     The two epochs are timed alternately, ``rounds`` times: this machine's speed drifts, and alternating
     keeps the drift out of the ratio.
     """
     labels = np.arange(len(photos)) % num_classes
     splits = {"train": [photos], "validation": photos, "test": photos}
-    precision = training.resolve_trunk_precision()
+    precision = training.resolve_precision()
+    train_precision = training.resolve_precision(train_precision, training.TRAIN_PRECISIONS)
     costs = {m: {} for m in MODEL_IDS}
     trunk_ms, cached = {}, {}
     for model_id in MODEL_IDS:
@@ -137,7 +139,7 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
                 frozen = models.frozen_features_model(model, spec)
                 costs[model_id]["frozen_features_ms"] = _frozen_pass_ms(frozen, inputs["test"], precision)
                 inputs = training.precompute(frozen, inputs, precision)
-        trainable = models.trained_part(model, spec)
+        trainable = training.mixed_precision_learner(models.trained_part(model, spec), train_precision)
         cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size)
         costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
         costs[model_id]["validation_ms"] = _ms_per_image(
@@ -145,7 +147,8 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
         costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, inputs["test"], photos, num_classes)
         if model_id == compare:
             naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
-            naive_epoch = _epoch_timer(naive_model, photos, labels, hp.batch_size)
+            naive_epoch = _epoch_timer(training.mixed_precision_learner(naive_model, train_precision), photos, labels,
+                                       hp.batch_size)
             timed = [(cached_epoch(), naive_epoch()) for _ in range(rounds)]
             cached = {
                 "model": compare,
@@ -154,7 +157,7 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
                 "naive_epoch_s": [n for _, n in timed],
                 "speedup": statistics.median(n / c for c, n in timed),
             }
-    return {"images": len(photos), "trunk_precision": precision,
+    return {"images": len(photos), "trunk_precision": precision, "train_precision": train_precision,
             "read_ms_per_full_size_photo": read_ms_per_full_size_photo(), "costs": costs, "trunk_ms_per_image": trunk_ms, "cache_vs_naive": cached}
 
 

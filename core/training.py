@@ -228,6 +228,15 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
+def mixed_precision_learner(trainable: keras.Model, precision: str) -> keras.Model:
+    """``trainable`` itself in float32; else a copy computing in mixed ``precision`` with a float32 softmax,
+    whose weights are to be copied back after training."""
+    if precision == "float32":
+        return trainable
+    with trainable.distribute_strategy.scope():  # its variables live where the model's do
+        return models.with_compute_dtype(trainable, f"mixed_{precision}", float32_output=True)
+
+
 def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed,
         precision: str = "float32"):
     """Train a model (or the top part of one, sharing its layers) and keep the best epoch's weights.
@@ -235,10 +244,7 @@ def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, va
     With ``precision`` bfloat16 a mixed-precision copy trains (float32 weights, bfloat16 arithmetic, a
     float32 softmax) and its weights are copied back: the stored model computes in float32 like any other.
     """
-    learner = trainable
-    if precision != "float32":
-        with trainable.distribute_strategy.scope():
-            learner = models.with_compute_dtype(trainable, f"mixed_{precision}", float32_output=True)
+    learner = mixed_precision_learner(trainable, precision)
     compile_for_training(learner, recipe)
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()

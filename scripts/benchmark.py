@@ -1,11 +1,13 @@
 """Speed measurements (README: Performance).
 
     python scripts/benchmark.py train [--data-dir DIR] [--weights-dir DIR] [--image-size 160] [--images 256] [--rounds 5]
+        [--train-precision float32|auto|bfloat16] [--artifacts SET]
     python scripts/benchmark.py classify [--json] [--artifacts artifacts] [--image PHOTO] [--image-size N] [--runs 10]
 
 train: seconds per epoch of a fine-tuned model (ResNet50; --model vgg16) with the trunk cache against a naive
 end-to-end fit, timed alternately; the per-image cost of every step of a training run; and from those the projected
-time to train all six on the full 3,115-image training set.
+time to train all six on the full 3,115-image training set, and one seed of all six as --artifacts ran them on
+its own photos (with --train-precision auto and a tuned set: the tuned recipe's time).
 classify: median time of the app's six-model classification with every heatmap against a naive loop.
 cli: seconds from starting scripts/classify.py on one photo to its answer (and the bare TensorFlow import).
 decode: peak memory rise of reading a generated 200 MP phone JPEG (decoded at reduced size).
@@ -37,7 +39,8 @@ def backbone_weights(weights_dir) -> dict:
 def train_command(args) -> dict:
     hp = training.HyperParameters(image_size=args.image_size)
     photos, source = benchmarks.sample_photos(args.data_dir, args.images, args.image_size)
-    measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model, args.rounds)
+    measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model, args.rounds,
+                                             args.train_precision)
     projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}
     recorded = None
     if args.artifacts and os.path.isdir(args.artifacts):
@@ -45,12 +48,17 @@ def train_command(args) -> dict:
         recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"])
         projections["recorded_epochs"] = {**benchmarks.project_full_dataset(measured, hp, recorded["epochs"]),
                                           "epochs": recorded["epochs"]}
+        # One seed of all six as that set ran them, on its own photos: the recipe's time on this machine.
+        projections["recorded_epochs_own_photos"] = {
+            **benchmarks.project_full_dataset(measured, hp, recorded["epochs"], recorded["counts"]),
+            "epochs": recorded["epochs"]}
     cmp = measured["cache_vs_naive"]
     print(f"{source}, {hp.image_size} px, batch {hp.batch_size}, {benchmarks.machine()}")
     print(f"{cmp['model']} fine-tuning, one epoch over {measured['images']} images, {cmp['rounds']} rounds alternating:")
     print(f"  trunk cached {fmt(cmp['cached_epoch_s'])} s, naive end-to-end fit {fmt(cmp['naive_epoch_s'])} s: "
           f"median {cmp['speedup']:.1f}x faster")
-    print(f"Measured per image (ms); trunk over the training views in {measured['trunk_precision']}:")
+    print(f"Measured per image (ms); trunk over the training views in {measured['trunk_precision']}, trained parts in "
+          f"{measured['train_precision']}:")
     width, height = benchmarks.FULL_SIZE_PHOTO
     print(f"  fingerprinting, reading and resizing a full-size ({width}x{height}) photo "
           f"{measured['read_ms_per_full_size_photo']:.1f}")
@@ -72,6 +80,11 @@ def train_command(args) -> dict:
                   f"{p['evaluation_minutes']:.1f} evaluation)")
     if recorded:
         ran = recorded["counts"]
+        own = projections["recorded_epochs_own_photos"]
+        print(f"Projected: one seed of all six with the epochs of {args.artifacts}, on its own {ran['train']:,} train, "
+              f"{ran['validation']} validation and {ran['test']} test images: {own['total_minutes']:.0f} min "
+              f"({own['trunk_minutes']:.1f} trunks, {own['training_minutes']:.1f} training, "
+              f"{own['evaluation_minutes']:.1f} evaluation)")
         print(f"Measured: the run that made {recorded['result_set']} ({recorded['image_size']} px; {ran['train']:,} train, "
               f"{ran['validation']} validation, {ran['test']} test images) recorded {recorded['measured_minutes']:.0f} min"
               + ("" if recorded["evaluation_recorded"] else " without its evaluation (not recorded)")
@@ -158,6 +171,8 @@ def main(argv=None) -> int:
     train.add_argument("--rounds", type=int, default=5, help="alternating cached / naive epochs to time")
     train.add_argument("--artifacts", default="artifacts",
                        help="result set whose epoch counts to project with, and whose recorded time to scale")
+    train.add_argument("--train-precision", choices=training.TRAIN_PRECISIONS, default="float32",
+                       help="arithmetic of the trained parts: float32 as the study's recipe trains, auto as the tuned one")
     classify = sub.add_parser("classify", help="six-model classification vs naive loop")
     classify.add_argument("--artifacts", default="artifacts")
     classify.add_argument("--weights-dir", default=None)

@@ -30,10 +30,10 @@ def test_projection_counts_every_step_of_a_run():
         p["loading_minutes"] + p["trunk_minutes"] + p["training_minutes"] + p["evaluation_minutes"])
 
 
-def test_the_training_benchmark_times_every_model_and_the_cache_against_a_naive_fit():
+def test_the_training_benchmark_times_every_model_and_the_cache_against_a_naive_fit(tiny_results):
     done = subprocess.run(
         [sys.executable, "scripts/benchmark.py", "train", "--image-size", "32", "--images", "16", "--rounds", "2",
-         "--artifacts", "", "--json"],
+         "--artifacts", str(tiny_results), "--train-precision", "bfloat16", "--json"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -46,6 +46,10 @@ def test_the_training_benchmark_times_every_model_and_the_cache_against_a_naive_
     projection = result["full_dataset_projection"]["all_epochs"]
     assert projection["counts"]["train"] == 3115 and projection["total_minutes"] > 0
     assert "Projected, not measured" in done.stdout
+    # The recorded set's own epochs and photos: one seed of all six as it ran them, trained parts in bfloat16.
+    own = result["full_dataset_projection"]["recorded_epochs_own_photos"]
+    assert result["train_precision"] == "bfloat16" and own["counts"] == result["recorded_run"]["counts"]
+    assert 0 < own["total_minutes"] < projection["total_minutes"] and "one seed of all six" in done.stdout
 
 
 def test_a_recorded_run_scales_with_its_training_and_test_photos(tiny_results):
