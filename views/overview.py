@@ -126,11 +126,8 @@ with st.expander("What was trained, and on what"):
         f" Trained parts computed in {config.get('train_precision', 'float32')} (weights kept in float32)."
         f"\n- Libraries: " + ", ".join(f"{k} {v}" for k, v in rs.manifest.get("versions", {}).items())
     )
-    st.dataframe(
-        pd.DataFrame({
-            "Model": [common.title(m) for m in rs.models],
-            "Training": [recipes.Recipe.from_json(info.get("recipe") or {"learning_rate": info["learning_rate"]}).describe()
-                         for info in rs.models.values()],
-        }),
-        hide_index=True,
-    )
+    st.markdown("Each model's training:\n" + "\n".join(
+        f"- **{common.title(m)}**: "
+        + recipes.Recipe.from_json(info.get("recipe") or {"learning_rate": info["learning_rate"]}).describe()
+        for m, info in rs.models.items()
+    ))

@@ -44,7 +44,8 @@ def overview(rs: ResultSet) -> None:
         "Not a seventh model: the untouched ImageNet backbone's pooled features read by a logistic regression "
         "fitted on the same training photos, C chosen on the validation photos, tested on the same test photos. "
         "A fine-tuned model is flagged ⚠ unless it is right on significantly more test photos than its own "
-        "backbone's probe (exact McNemar, p < 0.05; Statistics has every pair)."
+        "backbone's probe (exact McNemar, p < 0.05; Statistics has every pair) and, where it has several seeds, "
+        "its mean margin over the probe is larger than their SD."
     )
 
 
