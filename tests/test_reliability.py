@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.runtime.scriptrunner import magic as streamlit_magic
 from streamlit.testing.v1.util import patch_config_options
 
 from conftest import ROOT, TINY_CLASSES, TINY_HP, make_photo
@@ -520,6 +521,11 @@ def test_eight_threads_share_one_classifier_and_get_their_own_results(loaded):
     assert len({round(float(e.ensemble()[0].max()), 6) for e in expected}) > 1
 
 
+def _locked(lock, function, *args, **kwargs):
+    with lock:
+        return function(*args, **kwargs)
+
+
 def test_several_page_sessions_at_once_each_show_their_own_sample(tiny_results, loaded, monkeypatch):
     rs, classifier = loaded
     samples = rs.samples()
@@ -545,6 +551,14 @@ def test_several_page_sessions_at_once_each_show_their_own_sample(tiny_results, 
         chooser.set_value(i).run()
         assert not at.exception, [e.value for e in at.exception]
         return at
+
+    # CPython 3.11's parser is not safe to enter from several threads at once: compiling the page script in
+    # parallel sessions can fail with "SystemError: AST constructor recursion depth mismatch". Streamlit
+    # compiles each run's script (adding its "magic") with ast.parse; one compile at a time keeps that
+    # interpreter fault out, and everything the app itself does still runs concurrently.
+    compiling = threading.Lock()
+    add_magic = streamlit_magic.add_magic
+    monkeypatch.setattr(streamlit_magic, "add_magic", lambda *a, **k: _locked(compiling, add_magic, *a, **k))
 
     # Each AppTest run switches Streamlit's global "global.appTest" option on and, when it ends, back: with
     # runs overlapping, one run's end would switch it off under another (whose selectbox then has no
