@@ -142,3 +142,13 @@ def test_photo_origin(file: str) -> str:
     name, folder = _photo_path(file)
     where = f", from the dataset's {folder}/ folder;" if folder else ","
     return f"{name}{where} in this result set's test split"
+
+
+def accuracy_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """A reference table's accuracy with its interval and its count of photos right, as displayed."""
+    return {
+        "Accuracy [95 % interval]": [
+            percent_interval(r.accuracy, r.accuracy_low, r.accuracy_high) for r in table.itertuples()
+        ],
+        "Correct": [f"{r.correct} of {r.n}" for r in table.itertuples()],
+    }

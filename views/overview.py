@@ -77,10 +77,7 @@ if not ensembles.empty:
     st.dataframe(
         pd.DataFrame({
             "Ensemble of": ensembles["ensemble"],
-            "Accuracy [95 % interval]": [
-                formatting.percent_interval(r.accuracy, r.accuracy_low, r.accuracy_high) for r in ensembles.itertuples()
-            ],
-            "Correct": [f"{r.correct} of {r.n}" for r in ensembles.itertuples()],
+            **formatting.accuracy_columns(ensembles),
             "Best member": [f"{r.best_member} ({formatting.percent(r.best_member_accuracy)})"
                             for r in ensembles.itertuples()],
         }),

@@ -28,10 +28,7 @@ def overview(rs: ResultSet) -> None:
     st.dataframe(
         pd.DataFrame({
             "Reference": table["model"],
-            "Accuracy [95 % interval]": [
-                formatting.percent_interval(r.accuracy, r.accuracy_low, r.accuracy_high) for r in table.itertuples()
-            ],
-            "Correct": [f"{r.correct} of {r.n}" for r in table.itertuples()],
+            **formatting.accuracy_columns(table),
             "NLL": table["loss"].map(formatting.number),
             "Fruit/veg": table["group_accuracy"].map(formatting.percent),
             "C": table["C"].map(lambda c: f"{c:.3g}"),
