@@ -248,7 +248,8 @@ def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, va
     compile_for_training(learner, recipe)
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=hp.patience, restore_best_weights=True)
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=recipe.patience(hp.patience),
+                                            restore_best_weights=True)
     augment = augmentation.random_crop_flip_jitter if recipe.augmentation == "random" else None
     learner.fit(
         view_batches(train_views, y_train, hp.batch_size, seed, augment=augment),

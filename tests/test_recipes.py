@@ -96,6 +96,21 @@ def test_the_cosine_schedule_warms_up_then_falls_along_a_half_cosine_to_zero():
         recipes.Recipe(1e-3, schedule="step")
 
 
+def test_a_cosine_run_is_not_stopped_early_and_keeps_its_best_epoch():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    wrong = 1 - y  # a validation loss that rises as the model learns: patience 1 would stop at epoch 2
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    cosine = recipes.Recipe(0.05, schedule="cosine", cosine_epochs=6)
+    history, best_epoch = training.fit(model, cosine, [x], y, x, wrong, training.HyperParameters(
+        batch_size=16, epochs=20, patience=1), 0)
+    assert len(history) == 6 and best_epoch < 6
+    kept = model.evaluate(x, wrong, verbose=0, return_dict=True)["loss"]
+    assert kept == pytest.approx(history["val_loss"].iloc[best_epoch - 1], rel=1e-4)
+    assert recipes.Recipe(1e-3).patience(4) == 4 and cosine.patience(4) == 6
+
+
 def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(tiny_data, tmp_path):
     hp = training.HyperParameters(**{**TINY_HP, "epochs": 1})
     out = tmp_path / "tuned"
