@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from core import models
 from core.specs import ModelSpec
 
 
@@ -34,7 +35,7 @@ class Explainer:
         self.spec = spec
         start = model.input if spec.trunk_output is None else model.get_layer(spec.trunk_output).output
         conv = model.get_layer(spec.last_conv).output
-        logits = model.get_layer("logits").output
+        logits = model.get_layer(models.CLASSIFIER).output
         attention = model.get_layer("attention").output[1] if spec.attention else None
         self.to_conv = keras.Model(start, conv)
         # Named outputs: a one-output Keras model returns a bare tensor, not a one-element list.

@@ -27,6 +27,7 @@ from keras import layers, ops
 from core.specs import BACKBONES, MODEL_SPECS, Backbone, ModelSpec
 
 CNN_FILTERS = (16, 32, 64, 128, 256)
+CLASSIFIER = "logits"  # the last Dense layer of every model: what a linear probe would fit
 ATTENTION_UNITS = 128
 _APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
 
@@ -123,7 +124,7 @@ def _head(features, spec: ModelSpec, num_classes: int, dropout: float):
     # Zero-initialised so that every model starts at uniform probabilities: backbone features are large,
     # and a random head on them starts confidently wrong, which the small learning rates of the study
     # (1e-5 for VGG16) take many epochs to undo.
-    logits = layers.Dense(num_classes, kernel_initializer="zeros", name="logits")(x)
+    logits = layers.Dense(num_classes, kernel_initializer="zeros", name=CLASSIFIER)(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(logits)
 
 

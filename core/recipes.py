@@ -47,6 +47,10 @@ class Recipe:
     # "views": each epoch draws one of the cached views of every photo (training.make_views); "random": a fresh
     # random crop, mirror and colour jitter every epoch (core/augmentation.py), for the models that read photos.
     augmentation: str = "views"
+    # Linear probing first (Kumar et al. 2022): for ``head_epochs`` only the classifier trains, at a constant
+    # ``head_learning_rate``, on the frozen features; then the whole trained part, by the rest of the recipe.
+    head_epochs: int = 0
+    head_learning_rate: float = 1e-3
 
     def __post_init__(self):
         if self.augmentation not in AUGMENTATIONS:
@@ -74,6 +78,11 @@ class Recipe:
         """The most epochs worth running: the cosine schedule's rate is zero after ``cosine_epochs``, where
         only BatchNorm's running statistics would still move (and keep early stopping waiting)."""
         return min(budget, self.cosine_epochs) if self.schedule == "cosine" else budget
+
+    def head_phase(self) -> Recipe:
+        """The recipe of the classifier-only epochs: this one's optimizer and loss at the head's constant rate."""
+        return Recipe(self.head_learning_rate, optimizer=self.optimizer, weight_decay=self.weight_decay,
+                      label_smoothing=self.label_smoothing, augmentation=self.augmentation)
 
     def patience(self, patience: int) -> int:
         """Early stopping's patience. A cosine run is not stopped early: while its rate is still high, the
@@ -116,7 +125,9 @@ class Recipe:
         }[self.schedule]
         loss = f"label smoothing {self.label_smoothing:g}" if self.label_smoothing else "plain cross-entropy"
         views = "fresh random crops, mirrors and colour jitter" if self.augmentation == "random" else "the cached views"
-        return f"{optimizer}; {schedule}; {loss}; {views}"
+        head = (f"; the classifier alone first, {self.head_epochs} epochs at {self.head_learning_rate:g}"
+                if self.head_epochs else "")
+        return f"{optimizer}; {schedule}; {loss}; {views}{head}"
 
 
 class SmoothedSparseCrossentropy(keras.losses.Loss):

@@ -213,8 +213,13 @@ def precompute(frozen: keras.Model, splits: dict, precision: str, progress: bool
 class EpochLog(keras.callbacks.Callback):
     """Per-epoch history with the learning rate and wall-clock seconds."""
 
+    def __init__(self):
+        super().__init__()
+        self.rows, self.start = [], None
+
     def on_train_begin(self, logs=None):
-        self.rows, self.start = [], time.perf_counter()
+        if self.start is None:  # a run in two phases (the head first) keeps one history
+            self.start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -245,24 +250,40 @@ def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, va
     float32 softmax) and its weights are copied back: the stored model computes in float32 like any other.
     """
     learner = mixed_precision_learner(trainable, precision)
-    compile_for_training(learner, recipe)
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
+    augment = augmentation.random_crop_flip_jitter if recipe.augmentation == "random" else None
+    batches = view_batches(train_views, y_train, hp.batch_size, seed, augment=augment)
+    validation = view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None
+    verbose = 1 if sys.stdout.isatty() else 2
+    if recipe.head_epochs:
+        # Linear probing, then fine-tuning (Kumar et al. 2022): the zero-initialised classifier learns on the
+        # frozen features first, so that fine-tuning starts from a head that fits them instead of bending the
+        # features toward a head that does not yet.
+        frozen = [layer for layer in learner.layers if layer.trainable and layer.name != models.CLASSIFIER]
+        for layer in frozen:
+            layer.trainable = False
+        compile_for_training(learner, recipe.head_phase())
+        learner.fit(batches, validation_data=validation, epochs=recipe.head_epochs, shuffle=False,
+                    callbacks=[epoch_log], verbose=verbose)
+        for layer in frozen:
+            layer.trainable = True
+    compile_for_training(learner, recipe)
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=recipe.patience(hp.patience),
                                             restore_best_weights=True)
-    augment = augmentation.random_crop_flip_jitter if recipe.augmentation == "random" else None
     learner.fit(
-        view_batches(train_views, y_train, hp.batch_size, seed, augment=augment),
-        validation_data=view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None,
+        batches,
+        validation_data=validation,
+        initial_epoch=recipe.head_epochs,  # the head's epochs count toward the budget
         epochs=recipe.epoch_budget(hp.epochs),
         shuffle=False,  # view_batches shuffles
         callbacks=[epoch_log, stopper, *recipe.callbacks(monitor)],
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=verbose,
     )
     if learner is not trainable:
         trainable.set_weights(learner.get_weights())
     history = pd.DataFrame(epoch_log.rows)
-    best_epoch = int(history[monitor].idxmin()) + 1
+    best_epoch = int(history[monitor].iloc[recipe.head_epochs:].idxmin()) + 1  # the epoch whose weights were kept
     return history, best_epoch
 
 

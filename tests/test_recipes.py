@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_HP
-from core import artifacts, recipes, training
+from core import artifacts, models, recipes, training
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 
@@ -109,6 +109,35 @@ def test_a_cosine_run_is_not_stopped_early_and_keeps_its_best_epoch():
     kept = model.evaluate(x, wrong, verbose=0, return_dict=True)["loss"]
     assert kept == pytest.approx(history["val_loss"].iloc[best_epoch - 1], rel=1e-4)
     assert recipes.Recipe(1e-3).patience(4) == 4 and cosine.patience(4) == 6
+
+
+def test_head_epochs_train_the_classifier_alone_then_everything():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+
+    def train(recipe):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(4, name="hidden")
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name=models.CLASSIFIER)(hidden(inputs)))
+        start = [layer.get_weights()[0].copy() for layer in (hidden, model.get_layer(models.CLASSIFIER))]
+        history, best_epoch = training.fit(model, recipe, [x], y, x, y, training.HyperParameters(
+            batch_size=16, epochs=4, patience=10), 0)
+        moved = [not np.array_equal(layer.get_weights()[0], before)
+                 for layer, before in zip((hidden, model.get_layer(models.CLASSIFIER)), start)]
+        return history, best_epoch, moved, model
+
+    # After the head's epochs nothing trains (rate 0): only the classifier moved.
+    history, best_epoch, moved, model = train(recipes.Recipe(0.0, head_epochs=2, head_learning_rate=0.1))
+    assert moved == [False, True] and all(layer.trainable for layer in model.layers)
+    assert list(history["epoch"]) == [1, 2, 3, 4] and best_epoch > 2  # one history; the kept epoch is a later one
+    assert history["learning_rate"].tolist() == pytest.approx([0.1, 0.1, 0, 0])
+    history, _, moved, _ = train(recipes.Recipe(1e-2, head_epochs=2, head_learning_rate=0.1))
+    assert moved == [True, True]
+    head_only = recipes.Recipe(1e-2, schedule="plateau", head_epochs=2, head_learning_rate=0.1).head_phase()
+    assert (head_only.learning_rate, head_only.head_epochs, head_only.schedule) == (0.1, 0, "constant")
+    assert "the classifier alone first, 2 epochs at 0.1" in recipes.Recipe(1e-2, head_epochs=2, head_learning_rate=0.1).describe()
 
 
 def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(tiny_data, tmp_path):
