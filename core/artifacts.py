@@ -175,9 +175,10 @@ class ResultSetWriter:
         except OSError as err:
             raise ResultSetError(f"cannot write to {self.root}: {err.strerror or err}") from err
         path = self.root / MANIFEST
+        self.previous_config = {}  # the configuration of the set being continued, for checks beyond RESUME_KEYS
         if path.exists():
             self.manifest = read_json(path)
-            old = self.manifest.get("config", {})
+            old = self.previous_config = self.manifest.get("config", {})
             changed = [k for k in RESUME_KEYS if old.get(k, RESUME_DEFAULTS.get(k)) != config.get(k, RESUME_DEFAULTS.get(k))]
             if self.manifest.get("schema_version") != SCHEMA_VERSION or changed:
                 raise ResultSetError(

@@ -9,7 +9,7 @@ recipe name in the manifest's configuration).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import keras
 
@@ -154,6 +154,25 @@ def for_model(recipe: str, model_id: str) -> Recipe:
     if recipe == TUNED:
         return TUNED_RECIPES[model_id]
     raise ValueError(f"unknown recipe {recipe!r}: {', '.join(RECIPES)}")
+
+
+def with_changes(chosen: dict[str, Recipe], changes: list[str]) -> dict[str, Recipe]:
+    """The recipes with fields changed by ``MODEL.FIELD=VALUE`` texts (``scripts/train.py --change``), which
+    is how every try of the README's recipe table can be rerun without editing this file."""
+    changed = dict(chosen)
+    for change in changes:
+        target, _, text = change.partition("=")
+        model_id, _, name = target.partition(".")
+        if model_id not in changed or name not in Recipe.__dataclass_fields__ or not text:
+            raise ValueError(f"cannot apply {change!r}: expected MODEL.FIELD=VALUE with MODEL one of "
+                             f"{', '.join(changed)} and FIELD one of {', '.join(Recipe.__dataclass_fields__)}")
+        kind = type(getattr(changed[model_id], name))
+        try:
+            value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+        except ValueError:
+            raise ValueError(f"cannot apply {change!r}: {name} takes {'a whole number' if kind is int else 'a number'}") from None
+        changed[model_id] = replace(changed[model_id], **{name: value})
+    return changed
 
 
 # The tuned recipe's epoch budget and early-stopping patience (a run's --epochs / --patience override them):

@@ -369,6 +369,7 @@ def run(
     keep_cache: bool = False,
     recipe: str = recipes.STUDY,
     train_precision: str = "float32",
+    recipe_changes: list[str] = (),
 ) -> dict[str, str]:
     """Train the models not yet complete in ``out``; returns model id -> "trained"/"done"/reason skipped.
 
@@ -385,7 +386,7 @@ def run(
     train_precision = resolve_precision(train_precision, TRAIN_PRECISIONS)
     timings = {}
     clock = time.perf_counter()
-    chosen = {m: recipes.for_model(recipe, m) for m in MODEL_IDS}
+    chosen = recipes.with_changes({m: recipes.for_model(recipe, m) for m in MODEL_IDS}, list(recipe_changes))
     plan = dataset.plan_splits(data_dir, split, hp.seed, progress=progress)
     timings["split_seconds"] = time.perf_counter() - clock
     class_names = plan.class_names
@@ -405,6 +406,11 @@ def run(
         "train_precision": train_precision,
     }
     writer = artifacts.ResultSetWriter(worker_folder(out, dist), config)
+    earlier = writer.previous_config.get("recipes", {})
+    differ = [m for m in MODEL_IDS if m in earlier and recipes.Recipe.from_json(earlier[m]) != chosen[m]]
+    if differ:
+        raise artifacts.ResultSetError(f"{writer.root} holds a result set trained with other recipes for "
+                                       f"{', '.join(differ)}; choose a new --out folder or delete that one")
     writer.write_file(artifacts.DATASET, (json.dumps(plan.to_json(), indent=1) + "\n").encode())
     writer.save_manifest(
         class_names=class_names,

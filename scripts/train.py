@@ -3,7 +3,7 @@
     python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
         [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
         [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16|float16] [--keep-cache]
-        [--recipe study|tuned] [--train-precision auto|float32|bfloat16]
+        [--recipe study|tuned] [--change MODEL.FIELD=VALUE ...] [--train-precision auto|float32|bfloat16]
 
 A rerun with the same settings resumes: models already complete in --out are not trained again.
 """
@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", choices=recipes.RECIPES, default=recipes.STUDY,
                         help="study: the study's protocol (its learning rates, Adam, plain cross-entropy); tuned: each "
                         "model's own, chosen on the validation split (README: Recipes)")
+    parser.add_argument("--change", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                        help="change one field of a model's recipe, e.g. resnet50.learning_rate=1e-5 or "
+                        "resnet50.head_epochs=8 (repeatable; recorded in the result set; README: Recipes)")
     parser.add_argument("--split", choices=("clean", "kaggle"), default="clean",
                         help="clean: duplicates never cross splits (default); kaggle: the dataset's own folders")
     parser.add_argument("--weights-dir", default=None,
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
             random_backbones=args.random_backbones, strategy=args.strategy,
             group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
             trunk_precision=args.trunk_precision, keep_cache=args.keep_cache, recipe=args.recipe,
-            train_precision=args.train_precision or ("auto" if tuned else "float32"),
+            train_precision=args.train_precision or ("auto" if tuned else "float32"), recipe_changes=args.change,
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

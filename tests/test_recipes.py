@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -152,6 +153,32 @@ def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(t
     assert model_json["recipe"] == tuned.to_json() and model_json["learning_rate"] == tuned.learning_rate
     with pytest.raises(artifacts.ResultSetError, match="recipe"):
         training.run(tiny_data, out, ["cnn"], hp, random_backbones=True, progress=False)
+    # A changed field is recorded, and a set cannot be continued with another change (a resume with the
+    # same ones trains nothing).
+    changed = tmp_path / "changed"
+    changes = ["cnn.learning_rate=1e-3", "cnn.cosine_epochs=3"]
+    training.run(tiny_data, changed, ["cnn"], hp, random_backbones=True, progress=False, recipe=recipes.TUNED,
+                 recipe_changes=changes)
+    recorded = json.loads((changed / "cnn" / artifacts.MODEL_JSON).read_text())["recipe"]
+    assert (recorded["learning_rate"], recorded["cosine_epochs"], recorded["weight_decay"]) == (1e-3, 3, tuned.weight_decay)
+    assert training.run(tiny_data, changed, ["cnn"], hp, random_backbones=True, progress=False, recipe=recipes.TUNED,
+                        recipe_changes=changes) == {"cnn": "done"}
+    with pytest.raises(artifacts.ResultSetError, match="other recipes for cnn"):
+        training.run(tiny_data, changed, ["cnn"], hp, random_backbones=True, progress=False, recipe=recipes.TUNED)
+
+
+def test_recipe_changes_parse_each_fields_type_and_name_what_is_wrong():
+    chosen = {m: recipes.for_model(recipes.TUNED, m) for m in MODEL_IDS}
+    changed = recipes.with_changes(chosen, ["resnet50.learning_rate=1e-5", "resnet50.head_epochs=8",
+                                            "cnn.augmentation=random", "cnn.cosine_epochs=1e2"])
+    assert changed["resnet50"] == replace(chosen["resnet50"], learning_rate=1e-5, head_epochs=8)
+    assert changed["cnn"].augmentation == "random" and changed["cnn"].cosine_epochs == 100
+    assert changed["vgg16"] == chosen["vgg16"] and chosen["resnet50"].head_epochs == 0  # the others untouched
+    for bad, message in (("resnet50.rate=1e-5", "FIELD one of"), ("alexnet.learning_rate=1", "MODEL one of"),
+                         ("resnet50.learning_rate", "MODEL.FIELD=VALUE"), ("cnn.cosine_epochs=2.5", "takes a whole number"),
+                         ("cnn.schedule=step", "unknown schedule")):
+        with pytest.raises(ValueError, match=message):
+            recipes.with_changes(chosen, [bad])
 
 
 def test_a_result_set_from_before_recipes_resumes_as_the_study_recipe(tiny_data, tiny_results, tmp_path):
