@@ -148,6 +148,9 @@ def test_data_page_audits_the_folder_and_shows_pairs(tiny_results, planted):
     assert not at.exception
     assert [s.value for s in at.subheader] == ["Images per split and class", "Sample photos", "Duplicate pairs"]
     assert at.slider[0].value == dataset.NEAR_DUPLICATE_BITS
+    assert [t.label for t in at.tabs] == ["Chart", "Table"]  # each at the page's full width
+    counts = at.tabs[1].dataframe[0].value
+    assert list(counts.columns)[-1] == "total" and (counts["total"] == counts.drop(columns="total").sum(axis=1)).all()
 
     at.text_input[0].set_value(str(planted)).run()
     assert not at.exception

@@ -38,8 +38,9 @@ def thumbnail(path: str):
 def show_counts(table) -> None:
     total = table.copy()
     total["total"] = total.sum(axis=1)
-    left, right = st.columns([2, 3])
-    left.dataframe(total, width="stretch", height=min(38 + 35 * len(total), 560))
+    # Tabs, not side-by-side columns: each gets the page's full width, which a narrow screen needs for both.
+    chart, numbers = st.tabs(["Chart", "Table"])
+    numbers.dataframe(total, width="content", height=min(38 + 35 * len(total), 560))
     long = table.reset_index().melt(id_vars="class", var_name="split", value_name="images")
     figure = px.bar(long, x="class", y="images", color="split", color_discrete_map=SPLIT_COLOURS,
                     category_orders={"split": list(table.columns)})
@@ -47,7 +48,7 @@ def show_counts(table) -> None:
                          # Above the plot but below the mode bar, which takes the top 30-odd pixels.
                          legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", title=None))
     figure.update_xaxes(tickangle=-60, tickvals=list(table.index))  # every class, not every other one
-    right.plotly_chart(figure, width="stretch")
+    chart.plotly_chart(figure, width="stretch")
 
 
 def metric_row():
