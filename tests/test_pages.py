@@ -75,6 +75,14 @@ def test_curves_respond_to_metric_smoothing_and_axis(tiny_results):
     at.multiselect[0].set_value(["cnn", "vgg16"]).run()
     assert not at.exception
     assert at.radio[0].value == "accuracy" and at.slider[0].value == 0.6
+    assert "cosine" not in at.caption[-1].value  # the study's recipe: every model stops early
+
+
+def test_curves_say_when_a_cosine_run_was_not_stopped_early():
+    at = page("curves", ROOT / "artifacts")  # the tuned recipe: the CNNs run their cosine schedule to its end
+    assert not at.exception and "a model with a cosine schedule ran to its end" in at.caption[-1].value
+    at.multiselect[0].set_value(["vgg16", "resnet50"]).run()
+    assert "cosine" not in at.caption[-1].value
 
 
 def test_statistics_lists_a_verdict_for_every_pair(tiny_results):

@@ -68,7 +68,10 @@ else:
 st.caption(
     "Solid: validation; dotted: training. ★ marks the epoch whose weights were kept (lowest validation loss); "
     "training stopped after the validation loss had not improved for "
-    f"{rs.config['patience']} epochs. Training figures are averaged over an epoch, with dropout on. "
+    f"{rs.config['patience']} epochs"
+    + ("; a model with a cosine schedule ran to its end" if any(
+        rs.models[m].get("recipe", {}).get("schedule") == "cosine" for m in chosen) else "")
+    + ". Training figures are averaged over an epoch, with dropout on. "
     "Shaded: the range of the validation curve over runs with other seeds, where the result set has them "
     "(by epoch only)."
 )
