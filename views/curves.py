@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison
+from core import comparison, recipes
 from views import common, multiset
 
 st.title("Training curves")
@@ -70,7 +70,8 @@ st.caption(
     "training stopped after the validation loss had not improved for "
     f"{rs.config['patience']} epochs"
     + ("; a model with a cosine schedule ran to its end" if any(
-        rs.models[m].get("recipe", {}).get("schedule") == "cosine" for m in chosen) else "")
+        not recipes.Recipe.from_json(rs.models[m]["recipe"]).stops_early for m in chosen if "recipe" in rs.models[m])
+       else "")
     + ". Training figures are averaged over an epoch, with dropout on. "
     "Shaded: the range of the validation curve over runs with other seeds, where the result set has them "
     "(by epoch only)."
