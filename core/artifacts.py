@@ -13,7 +13,7 @@ Layout of a result set ``OUT/``::
                           the frozen rest is rebuilt from the ImageNet weights
         history.csv       one row per epoch
         seed<N>-*.csv/json/npz  history, metrics and predictions of extra runs with other seeds (--seeds)
-        metrics.json      test metrics
+        metrics.json      test metrics, and the temperature fitted on validation (core.calibration)
         predictions.npz   test files, true labels, class probabilities
         maps.npz          low-resolution float16 Grad-CAM (predicted and true class) and attention maps
     openset.json/.npz     the open-set verdict (optional; core.openset)

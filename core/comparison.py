@@ -85,6 +85,10 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
             "group_low": m["group_accuracy_interval"][0],
             "group_high": m["group_accuracy_interval"][1],
             "ece": m["ece"],
+            # Temperature scaling fitted on validation (core.calibration); blank for runs stored before it.
+            "temperature": m.get("calibration", {}).get("temperature"),
+            "ece_scaled": m.get("calibration", {}).get("test_ece_scaled"),
+            "loss_scaled": m.get("calibration", {}).get("test_loss_scaled"),
             "seed_runs": len(seed_accuracy),
             # One run says nothing about the spread: blank rather than a misleading 0.
             "seed_mean_accuracy": seed_mean if len(seed_accuracy) > 1 else None,

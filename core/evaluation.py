@@ -11,7 +11,7 @@ import tensorflow as tf
 from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from core import artifacts, dataset, inference, models, stats
+from core import artifacts, calibration, dataset, inference, models, stats
 from core.explain import Explainer
 from core.specs import MODEL_SPECS, ModelSpec
 
@@ -113,7 +113,6 @@ def evaluate(
         y_true, y_pred, labels=labels, zero_division=0
     )
     clean_mask = np.ones(n, bool) if clean_mask is None else np.asarray(clean_mask, bool)
-    bins = stats.reliability_bins(probs, y_true, n_bins=10)
     return {
         "n": int(n),
         "accuracy": float(correct.mean()),
@@ -131,12 +130,7 @@ def evaluate(
         "clean_accuracy": float(correct[clean_mask].mean()) if clean_mask.any() else None,
         "clean_accuracy_interval": stats.wilson_interval(int(correct[clean_mask].sum()), int(clean_mask.sum())),
         "ece": stats.expected_calibration_error(probs, y_true, n_bins=10),
-        "reliability": {
-            "edges": bins.edges.tolist(),
-            "confidence": _nan_to_none(bins.confidence),
-            "accuracy": _nan_to_none(bins.accuracy),
-            "count": bins.count.astype(int).tolist(),
-        },
+        "reliability": stats.reliability_bins(probs, y_true, n_bins=10).to_json(),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
@@ -145,24 +139,32 @@ def evaluate(
     }
 
 
-def _nan_to_none(values: np.ndarray) -> list:
-    return [None if np.isnan(v) else float(v) for v in values]
+def _recorded_split(result_set, split: str, data_dir=None, progress: bool = True):
+    """The photos of one split as the result set recorded it: (photos, class indices, kept files)."""
+    plan = dataset.SplitPlan.from_json(result_set.dataset())
+    data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
+    photos, kept, skipped = dataset.load_images(data_dir, plan.files[split], result_set.config["image_size"], progress)
+    if skipped or not kept:
+        raise FileNotFoundError(f"{len(skipped)} {split} images of the recorded split are missing or unreadable in {data_dir}")
+    return photos, np.array([result_set.class_names.index(f.label) for f in kept]), kept
+
+
+def top_inputs(model: keras.Model, spec: ModelSpec, photos: np.ndarray) -> np.ndarray:
+    """What the model's top reads (``models.top_model``): the trunk's output, or the photos for the CNNs."""
+    if spec.backbone is None:
+        return photos
+    return models.trunk_model(model, spec).predict(photos.astype(np.float32), batch_size=32, verbose=0)
 
 
 def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Test a result set's models again on its recorded test split and rewrite their test files.
 
     For a result set made by an older version, or to add what a newer version measures; the split comes
-    from the result set, so the images are the same ones.
+    from the result set, so the images are the same ones. A model's calibration, fitted on validation, is
+    kept (its test figures are measured again on the new predictions).
     """
+    photos, y_test, kept = _recorded_split(result_set, "test", data_dir, progress)
     plan = dataset.SplitPlan.from_json(result_set.dataset())
-    data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
-    size = result_set.config["image_size"]
-    photos, kept, skipped = dataset.load_images(data_dir, plan.files["test"], size, progress)
-    if skipped or not kept:
-        raise FileNotFoundError(f"{len(skipped)} test images of the recorded split are missing or unreadable in {data_dir}")
-    names = result_set.class_names
-    y_test = np.array([names.index(f.label) for f in kept])
     clean_mask = ~np.isin([f.path for f in kept], plan.leaked["test"])
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
@@ -173,10 +175,36 @@ def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, prog
             status[model_id] = str(err)
             continue
         spec = MODEL_SPECS[model_id]
-        inputs = photos if spec.backbone is None else models.trunk_model(model, spec).predict(
-            photos.astype(np.float32), batch_size=32, verbose=0)
-        tested = run_test_split(model, spec, inputs, photos, y_test, names, result_set.class_groups, clean_mask)
+        tested = run_test_split(model, spec, top_inputs(model, spec, photos), photos, y_test, result_set.class_names,
+                                result_set.class_groups, clean_mask)
+        earlier = result_set.metrics(model_id).get("calibration")
+        if earlier:
+            tested.metrics["calibration"] = calibration.on_test(earlier, tested.probs, y_test)
         with writer.model_folder(model_id, keep_existing=True) as folder:
             artifacts.write_test_files(folder, [f.path for f in kept], y_test, tested.probs, tested.maps, tested.metrics)
         status[model_id] = "evaluated"
+    return status
+
+
+def calibrate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
+    """Fit each model's temperature on the result set's validation photos and store it in its metrics, with
+    what it changes on the stored test predictions (``core.calibration``). Training does the same for the
+    runs it makes; this is for sets made before, and needs the models' weights."""
+    photos, y_val, _ = _recorded_split(result_set, "validation", data_dir, progress)
+    writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
+    status = {}
+    for model_id in model_ids or list(result_set.models):
+        try:
+            model = inference.load_model(result_set, model_id, weights_dir)
+        except inference.ModelUnavailable as err:
+            status[model_id] = str(err)
+            continue
+        spec = MODEL_SPECS[model_id]
+        val_probs = models.top_model(model, spec).predict(top_inputs(model, spec, photos), batch_size=32, verbose=0)
+        test = result_set.predictions(model_id)
+        metrics = {**result_set.metrics(model_id),
+                   "calibration": calibration.on_test(calibration.fit(val_probs, y_val), test.probs, test.y_true)}
+        with writer.model_folder(model_id, keep_existing=True) as folder:
+            artifacts.write_json(folder / artifacts.METRICS, metrics)
+        status[model_id] = "calibrated"
     return status

@@ -10,13 +10,13 @@ open-set verdict only, uncompiled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from core import artifacts, images, models, openset
+from core import artifacts, calibration, images, models, openset
 from core.explain import Explainer, Explanation
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -33,6 +33,8 @@ class LoadedModels:
     problems: dict[str, str]
     # backbone -> model from its trunk output to the pooled ImageNet features (what the open-set verdict reads)
     pooled_features: dict[str, keras.Model]
+    # model id -> the temperature its probabilities are scaled by (core.calibration; 1 where none was fitted)
+    temperatures: dict[str, float] = field(default_factory=dict)
 
 
 def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=None) -> LoadedModels:
@@ -87,7 +89,8 @@ def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=Non
                 continue
             loaded[model_id] = built[model_id]
             pooled[backbone] = pooled_features
-    return LoadedModels({m: loaded[m] for m in MODEL_IDS if m in loaded}, problems, pooled)
+    temperatures = {m: calibration.temperature(result_set.metrics(m)) for m in loaded}
+    return LoadedModels({m: loaded[m] for m in MODEL_IDS if m in loaded}, problems, pooled, temperatures)
 
 
 def load_model(result_set: artifacts.ResultSet, model_id: str, weights_dir=None) -> keras.Model:
@@ -139,12 +142,20 @@ class OpenSetJudge:
         return openset.verdicts(self.info, self.detectors, features, model_ids)
 
 
+def calibrated(explanation: Explanation, temperature: float) -> Explanation:
+    """The model's answer with its probabilities temperature-scaled (``core.calibration``); maps unchanged."""
+    return explanation if temperature == 1 else replace(explanation, probs=calibration.scale(explanation.probs, temperature))
+
+
 class Classifier:
     """Several trained models of one result set, sharing each backbone's trunk, compiled once, and the
-    open-set verdict on those same trunks (``judge``, optional)."""
+    open-set verdict on those same trunks (``judge``, optional). Probabilities are temperature-scaled by
+    ``temperatures`` (model id -> T, ``LoadedModels.temperatures``; none given: as the models output them)."""
 
-    def __init__(self, loaded: dict[str, keras.Model], judge: OpenSetJudge | None = None):
+    def __init__(self, loaded: dict[str, keras.Model], judge: OpenSetJudge | None = None,
+                 temperatures: dict[str, float] | None = None):
         self.model_ids = [m for m in MODEL_IDS if m in loaded]
+        self.temperatures = temperatures or {}
         first = next(iter(loaded.values()))
         self.image_size = int(first.input.shape[1])
         self.explainers = {m: Explainer(loaded[m], MODEL_SPECS[m]) for m in self.model_ids}
@@ -160,7 +171,8 @@ class Classifier:
         x = tf.convert_to_tensor(photos, tf.float32)
         trunk_outputs = {name: trunk(x) for name, trunk in self.trunks.items()}
         return Classification(
-            {m: e(trunk_outputs.get(MODEL_SPECS[m].backbone, x)) for m, e in self.explainers.items()},
+            {m: calibrated(e(trunk_outputs.get(MODEL_SPECS[m].backbone, x)), self.temperatures.get(m, 1.0))
+             for m, e in self.explainers.items()},
             None if self.judge is None else self.judge(trunk_outputs, self.model_ids),
         )
 
@@ -181,6 +193,7 @@ class Predictor:
 
     def __init__(self, loaded: LoadedModels, openset_stored: tuple[dict, dict] | None):
         self.model_ids = list(loaded.models)
+        self.temperatures = loaded.temperatures
         spec_of = {m: MODEL_SPECS[m] for m in self.model_ids}
         self.image_size = int(next(iter(loaded.models.values())).input.shape[1])
         self.trunks, self.tops = {}, {}
@@ -204,7 +217,7 @@ class Predictor:
         results = {}
         for model_id, top in self.tops.items():
             probs = top(trunk_outputs.get(MODEL_SPECS[model_id].backbone, x), training=False)
-            results[model_id] = Explanation(np.asarray(probs), None, None)
+            results[model_id] = calibrated(Explanation(np.asarray(probs), None, None), self.temperatures.get(model_id, 1.0))
         flags = self.judge(trunk_outputs, self.model_ids) if self.judges_open_set else None
         return Classification(results), flags
 
@@ -221,4 +234,5 @@ def load_classifier(result_set: artifacts.ResultSet, weights_dir=None) -> tuple[
     if not loaded.models:
         return None, loaded.problems
     image_size = int(next(iter(loaded.models.values())).input.shape[1])
-    return Classifier(loaded.models, OpenSetJudge.for_models(loaded, result_set.openset(), image_size)), loaded.problems
+    judge = OpenSetJudge.for_models(loaded, result_set.openset(), image_size)
+    return Classifier(loaded.models, judge, loaded.temperatures), loaded.problems

@@ -256,6 +256,14 @@ class ReliabilityBins:
     accuracy: np.ndarray
     count: np.ndarray
 
+    def to_json(self) -> dict:
+        """Plain lists; an empty bin's NaN becomes None (JSON has no NaN)."""
+        def plain(values):
+            return [None if np.isnan(v) else float(v) for v in values]
+
+        return {"edges": self.edges.tolist(), "confidence": plain(self.confidence), "accuracy": plain(self.accuracy),
+                "count": self.count.astype(int).tolist()}
+
 
 def reliability_bins(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 10) -> ReliabilityBins:
     """Bin samples by top-1 confidence into equal-width bins on [0, 1].

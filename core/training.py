@@ -32,7 +32,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context as tf_context  # the coordination barrier has no public API
 from tqdm import tqdm
 
-from core import artifacts, augmentation, cache, dataset, evaluation, images, models, recipes
+from core import artifacts, augmentation, cache, calibration, dataset, evaluation, images, models, recipes
 from core.groups import group_classes
 from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
 
@@ -500,15 +500,20 @@ def run(
         )
         train_seconds = time.perf_counter() - clock
         log.info("%s, seed %d: %d epochs, best %d, %.0f s", model_id, run_seed, len(history), best_epoch, train_seconds)
-        explain_inputs = caches[spec.backbone]["trunk"]["test"] if spec.backbone else data["test"][0]
+        top_reads = caches[spec.backbone]["trunk"] if spec.backbone else {s: data[s][0] for s in ("validation", "test")}
+        explain_inputs = top_reads["test"]
+        fitted = calibration.fit(
+            predict_in_batches(models.top_model(model, spec), top_reads["validation"], dtype=np.float32),
+            data["validation"][1],
+        ) if len(data["validation"][1]) else None
         if run_seed == hp.seed:
             _write_model(
                 writer, model, spec, chosen[model_id], class_names, groups, history, best_epoch, train_seconds,
-                explain_inputs, data["test"], clean_mask, weights.get(spec.backbone), hp,
+                explain_inputs, data["test"], clean_mask, weights.get(spec.backbone), hp, fitted,
             )
         else:
             _write_replicate(writer, model, spec, run_seed, class_names, groups, history, explain_inputs,
-                             data["test"], clean_mask)
+                             data["test"], clean_mask, fitted)
         status[model_id] = "trained"
         print(f"[{position + 1}/{len(jobs)}] {model_id} (seed {run_seed}) written to {writer.root / model_id}", flush=True)
         if spec.backbone and all(MODEL_SPECS[m].backbone != spec.backbone for m, _ in jobs[position + 1 :]):
@@ -554,12 +559,14 @@ def _model_inputs(model, spec, recipe, train_views, data, caches, precision, tim
 
 
 def _write_model(writer, model, spec, recipe, class_names, groups, history, best_epoch, train_seconds,
-                 explain_inputs, test_data, clean_mask, weights, hp):
+                 explain_inputs, test_data, clean_mask, weights, hp, calibrated):
     photos, y_test, files = test_data
     clock = time.perf_counter()
     tested = evaluation.run_test_split(
         model, spec, explain_inputs, photos, y_test, class_names, [groups[c] for c in class_names], clean_mask
     )
+    if calibrated:
+        tested.metrics["calibration"] = calibration.on_test(calibrated, tested.probs, y_test)
     evaluation_seconds = time.perf_counter() - clock
     with writer.model_folder(spec.id) as folder:
         stored = models.trained_part(model, spec)
@@ -606,11 +613,14 @@ def _job_done(writer, model_id: str, seed: int, first_seed: int) -> bool:
     return seed == first_seed or artifacts.replicate_file(seed, artifacts.METRICS) in writer.manifest["models"][model_id]["files"]
 
 
-def _write_replicate(writer, model, spec, seed, class_names, groups, history, explain_inputs, test_data, clean_mask):
+def _write_replicate(writer, model, spec, seed, class_names, groups, history, explain_inputs, test_data, clean_mask,
+                     calibrated):
     """Another seed's run of a model: its history, test metrics and predictions, added to the model's folder."""
     _, y_test, files = test_data
     probs = predict_in_batches(models.top_model(model, spec), explain_inputs, dtype=np.float32)
     metrics = evaluation.evaluate(probs, y_test, class_names, [groups[c] for c in class_names], clean_mask)
+    if calibrated:
+        metrics["calibration"] = calibration.on_test(calibrated, probs, y_test)
     metrics["best_epoch"] = int(history["val_loss" if "val_loss" in history else "loss"].idxmin()) + 1
     # A non-chief worker's scratch folder lacks the model's first run where the chief had it already.
     with writer.model_folder(spec.id, keep_existing=(writer.root / spec.id).is_dir()) as folder:

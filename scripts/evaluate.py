@@ -3,12 +3,15 @@
     python scripts/evaluate.py [--artifacts artifacts] [--data-dir DIR] [--weights-dir DIR] [--models ids]
     python scripts/evaluate.py --openset [--backbones vgg16,resnet50] [--cache-dir data/openset]
     python scripts/evaluate.py --linear-probe [--backbones vgg16,resnet50] [--cache-dir data/openset]
+    python scripts/evaluate.py --calibrate [--models ids]
 
 Rewrites each model's predictions, maps and metrics, including the Grad-CAM randomisation check.
 With --openset it instead fits the open-set verdict (core.openset), measures it on the held-out-classes
 protocol, stores it in the result set and prints the figures. With --linear-probe it fits the linear-probe
 reference (core.probe: frozen-backbone features + logistic regression, C chosen on validation), tests it
 on the same test photos, stores it and prints it beside each model. Both share the feature cache.
+With --calibrate it fits each model's temperature on the validation photos (core.calibration; training does
+this for the runs it makes) and stores it with the test ECE and loss it gives.
 The dataset folder defaults to the one recorded in the result set.
 """
 
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=parse_models, default=None, help="all, or ids separated by commas")
     parser.add_argument("--openset", action="store_true", help="fit, measure and store the open-set verdict")
     parser.add_argument("--linear-probe", action="store_true", help="fit, test and store the linear-probe reference")
+    parser.add_argument("--calibrate", action="store_true", help="fit and store each model's temperature on validation")
     parser.add_argument("--backbones", default="vgg16,resnet50", help="frozen backbones for --openset/--linear-probe")
     parser.add_argument("--cache-dir", default="data/openset", help="feature cache of the frozen backbones (git-ignored)")
     args = parser.parse_args(argv)
@@ -103,13 +107,21 @@ def main(argv=None) -> int:
         return fit_linear_probe(args)
     try:
         result_set = artifacts.open_result_set(args.artifacts)
-        status = evaluation.reevaluate(result_set, args.data_dir, args.weights_dir, args.models)
+        run = evaluation.calibrate if args.calibrate else evaluation.reevaluate
+        status = run(result_set, args.data_dir, args.weights_dir, args.models)
     except (artifacts.ResultSetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    result_set = artifacts.open_result_set(args.artifacts)
     for model_id, state in status.items():
+        fitted = result_set.metrics(model_id).get("calibration") if state == "calibrated" else None
+        if fitted:
+            state = (f"temperature {fitted['temperature']:.2f}: test ECE {result_set.metrics(model_id)['ece']:.3f} -> "
+                     f"{fitted['test_ece_scaled']:.3f}, test loss {result_set.metrics(model_id)['loss']:.3f} -> "
+                     f"{fitted['test_loss_scaled']:.3f} (validation loss {fitted['validation_loss']:.3f} -> "
+                     f"{fitted['validation_loss_scaled']:.3f})")
         print(f"{model_id:20s} {state}")
-    return 0 if all(s == "evaluated" for s in status.values()) else 1
+    return 0 if all(s in ("evaluated", "calibrated") for s in status.values()) else 1
 
 
 if __name__ == "__main__":

@@ -166,7 +166,17 @@ def test_curves_empty_state_and_stars_on_the_smoothed_line(tiny_results):
 def test_statistics_explains_the_chart_and_has_an_empty_state(tiny_results):
     at = page("statistics", tiny_results)
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
-    assert "Bars" not in text and "dot's size" in text
+    assert "Bars" not in text and "dot's size" in text and "Temperature scaling" in text
+    # Every model of the set has a temperature: the chart and table show the scaled figures first.
+    assert at.radio[0].value == "temperature-scaled"
+    shown = at.dataframe[-1].value
+    assert {"temperature", "ece", "ece_scaled"} <= set(shown.columns) and shown["temperature"].notna().all()
+    def reliability_chart():
+        return next(c.proto.spec for c in at.get("plotly_chart") if "perfect calibration" in c.proto.spec)
+
+    scaled_chart = reliability_chart()
+    at.radio[0].set_value("as the models output them").run()
+    assert not at.exception and reliability_chart() != scaled_chart
     at.multiselect[0].set_value([]).run()
     assert not at.exception and len(at.get("plotly_chart")) == 1 and len(at.dataframe) == 0
     assert "Choose at least one model" in at.info[0].value

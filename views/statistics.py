@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison, formatting
+from core import calibration, comparison, formatting
 from views import common, multiset, probe
 
 st.title("Statistics")
@@ -65,24 +65,32 @@ else:
 st.subheader("Calibration")
 st.markdown(
     "A calibrated model that says 80% is right 80% of the time. Each model's line joins its accuracy per "
-    "confidence bin; the dashed diagonal is perfect calibration. ECE is the bin-weighted gap; negative log-likelihood is the test loss."
+    "confidence bin; the dashed diagonal is perfect calibration. ECE is the bin-weighted gap; negative "
+    "log-likelihood is the test loss. **Temperature scaling** divides each model's logits by one number "
+    "fitted on the validation photos (Guo et al. 2017): it changes no answer, only how sure each one sounds. "
+    "The Classify page shows the scaled probabilities."
 )
-st.caption("Line: accuracy per confidence bin; a dot's size grows with the number of test images in its bin "
-           "(empty bins are left out).")
 chosen = st.multiselect("Models", list(rs.models), default=list(rs.models), format_func=common.title)
+fitted = table[table["id"].isin(chosen)]["temperature"].notna()
+scaled = st.radio("Probabilities", ["temperature-scaled", "as the models output them"], horizontal=True,
+                  index=0 if fitted.any() else 1, disabled=not fitted.any(),
+                  help=None if fitted.any() else "No model of this result set has a fitted temperature "
+                  "(python scripts/evaluate.py --calibrate adds one).") == "temperature-scaled"
+st.caption("Line: accuracy per confidence bin; a dot's size grows with the number of test images in its bin "
+           "(empty bins are left out)." + (" Models without a fitted temperature are drawn as they output." if
+                                          scaled and not fitted.all() else ""))
 figure = go.Figure()
 figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dash"),
                             name="perfect calibration"))
 for model_id in chosen:
-    bins = rs.metrics(model_id)["reliability"]
-    centres = [(a + b) / 2 for a, b in zip(bins["edges"][:-1], bins["edges"][1:])]
+    bins = calibration.reliability(rs.metrics(model_id), scaled)
     keep = [i for i, c in enumerate(bins["count"]) if c]
     figure.add_trace(go.Scatter(
         x=[bins["confidence"][i] for i in keep], y=[bins["accuracy"][i] for i in keep], mode="lines+markers",
         name=common.title(model_id), line=dict(color=common.MODEL_COLOURS[model_id]),
         marker=dict(size=[6 + 14 * np.sqrt(bins["count"][i] / n) for i in keep]),
-        customdata=[[bins["count"][i], centres[i]] for i in keep],
-        hovertemplate="confidence %{x:.2f} → accuracy %{y:.2f}<br>%{customdata[0]} images<extra></extra>",
+        customdata=[bins["count"][i] for i in keep],
+        hovertemplate="confidence %{x:.2f} → accuracy %{y:.2f}<br>%{customdata} images<extra></extra>",
     ))
 figure.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="mean confidence in bin",
                      yaxis_title="accuracy in bin", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
@@ -91,14 +99,19 @@ if not chosen:
     st.info("Choose at least one model to see its calibration.")
 else:
     st.plotly_chart(figure, width="stretch")
-    calibration = table[table["id"].isin(chosen)][["model", "ece", "loss", "loss_low", "loss_high"]]
+    columns = ["model", "temperature", "ece", "ece_scaled", "loss", "loss_low", "loss_high", "loss_scaled"]
     st.dataframe(
-        calibration, hide_index=True,
+        table[table["id"].isin(chosen)][columns], hide_index=True,
         column_config={
-            "model": "Model", "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
-            "loss": st.column_config.NumberColumn("NLL (= loss)", format="%.3f"),
+            "model": "Model",
+            "temperature": st.column_config.NumberColumn(
+                "Temperature", format="%.2f", help="fitted on validation; below 1 sharpens an under-confident model"),
+            "ece": st.column_config.NumberColumn("ECE as output", format="%.3f"),
+            "ece_scaled": st.column_config.NumberColumn("ECE scaled", format="%.3f"),
+            "loss": st.column_config.NumberColumn("NLL (= loss) as output", format="%.3f"),
             "loss_low": st.column_config.NumberColumn("NLL 95% low", format="%.3f", help="bootstrap over test images"),
             "loss_high": st.column_config.NumberColumn("NLL 95% high", format="%.3f"),
+            "loss_scaled": st.column_config.NumberColumn("NLL scaled", format="%.3f"),
         },
     )
 
