@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import images, stats
+from core import calibration, images, stats
 from core.artifacts import ResultSet, sample_relpath
 from core.specs import MODEL_SPECS
 
@@ -109,8 +109,9 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
 
 
 def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFrame:
-    """Soft-voting ensembles (the mean of the stored models' test probabilities): of every model, and of the
-    ImageNet-based ones, each beside its best member. Empty with fewer than two models."""
+    """Soft-voting ensembles (the mean of the stored models' test probabilities, each temperature-scaled as
+    the Classify page's average is): of every model, and of the ImageNet-based ones, each beside its best
+    member. Empty with fewer than two models."""
     members = {
         f"all {len(result_set.models)} models": list(result_set.models),
         "the ImageNet-based models": [m for m in result_set.models if MODEL_SPECS[m].backbone],
@@ -122,7 +123,8 @@ def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFr
         predictions = [result_set.predictions(m) for m in ids]
         if any(not np.array_equal(p.files, predictions[0].files) for p in predictions):
             raise ValueError("the models were tested on different images; an ensemble needs the same test set")
-        probs = np.mean([p.probs for p in predictions], axis=0)
+        probs = np.mean([calibration.scale(p.probs, calibration.temperature(result_set.metrics(m)))
+                         for m, p in zip(ids, predictions)], axis=0)
         correct = probs.argmax(axis=1) == predictions[0].y_true
         k, n = int(correct.sum()), int(correct.size)
         low, high = stats.wilson_interval(k, n, confidence)

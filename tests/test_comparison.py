@@ -3,17 +3,18 @@
 import numpy as np
 import pytest
 
-from core import artifacts, comparison, recipes
+from core import artifacts, calibration, comparison, recipes
 from core.specs import MODEL_IDS
 
 
-def test_ensembles_average_the_stored_probabilities_of_all_models_and_of_the_imagenet_ones(tiny_results):
+def test_ensembles_average_the_scaled_probabilities_of_all_models_and_of_the_imagenet_ones(tiny_results):
     rs = artifacts.open_result_set(tiny_results)
     table = comparison.ensemble_table(rs).set_index("ensemble")
     assert list(table.index) == ["all 6 models", "the ImageNet-based models"]
     for name, ids in [("all 6 models", MODEL_IDS), ("the ImageNet-based models", MODEL_IDS[2:])]:
         predictions = [rs.predictions(m) for m in ids]
-        voted = np.mean([p.probs for p in predictions], axis=0).argmax(axis=1)
+        temperatures = [rs.metrics(m)["calibration"]["temperature"] for m in ids]
+        voted = np.mean([calibration.scale(p.probs, t) for p, t in zip(predictions, temperatures)], axis=0).argmax(axis=1)
         row = table.loc[name]
         assert row["correct"] == int((voted == predictions[0].y_true).sum()) and row["n"] == len(voted)
         assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
