@@ -124,8 +124,8 @@ with head[1]:
     scaled = [m for m in result.results if calibration.temperature(rs.metrics(m)) != 1]
     if scaled:
         whose = "Every model's" if len(scaled) == len(result.results) else f"{len(scaled)} of {len(result.results)} models'"
-        st.caption(f"{whose} probabilities are temperature-scaled on the validation photos, so that a model's 80 % "
-                   "is right about 80 % of the time (Statistics, Calibration).")
+        st.caption(f"{whose} probabilities are temperature-scaled on the validation photos, so that a model's 80% "
+                   "is right about 80% of the time (Statistics, Calibration).")
     if unknown is None:
         st.caption("This result set has no open-set verdict (scripts/evaluate.py --openset adds one).")
     elif unknown["ensemble"]:
