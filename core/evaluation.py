@@ -156,6 +156,18 @@ def top_inputs(model: keras.Model, spec: ModelSpec, photos: np.ndarray) -> np.nd
     return models.trunk_model(model, spec).predict(photos.astype(np.float32), batch_size=32, verbose=0)
 
 
+def _loadable(result_set, model_ids, weights_dir, status: dict):
+    """Each of the result set's models (``model_ids``, default all) that loads, as (id, model, spec); why each
+    other one does not goes into ``status``."""
+    for model_id in model_ids or list(result_set.models):
+        try:
+            model = inference.load_model(result_set, model_id, weights_dir)
+        except inference.ModelUnavailable as err:
+            status[model_id] = str(err)
+            continue
+        yield model_id, model, MODEL_SPECS[model_id]
+
+
 def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Test a result set's models again on its recorded test split and rewrite their test files.
 
@@ -168,13 +180,7 @@ def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, prog
     clean_mask = ~np.isin([f.path for f in kept], plan.leaked["test"])
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
-    for model_id in model_ids or list(result_set.models):
-        try:
-            model = inference.load_model(result_set, model_id, weights_dir)
-        except inference.ModelUnavailable as err:
-            status[model_id] = str(err)
-            continue
-        spec = MODEL_SPECS[model_id]
+    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
         tested = run_test_split(model, spec, top_inputs(model, spec, photos), photos, y_test, result_set.class_names,
                                 result_set.class_groups, clean_mask)
         earlier = result_set.metrics(model_id).get("calibration")
@@ -193,13 +199,7 @@ def calibrate(result_set, data_dir=None, weights_dir=None, model_ids=None, progr
     photos, y_val, _ = _recorded_split(result_set, "validation", data_dir, progress)
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
-    for model_id in model_ids or list(result_set.models):
-        try:
-            model = inference.load_model(result_set, model_id, weights_dir)
-        except inference.ModelUnavailable as err:
-            status[model_id] = str(err)
-            continue
-        spec = MODEL_SPECS[model_id]
+    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
         val_probs = models.top_model(model, spec).predict(top_inputs(model, spec, photos), batch_size=32, verbose=0)
         test = result_set.predictions(model_id)
         metrics = {**result_set.metrics(model_id),
