@@ -114,10 +114,11 @@ def main(argv=None) -> int:
         return 2
     result_set = artifacts.open_result_set(args.artifacts)
     for model_id, state in status.items():
-        fitted = result_set.metrics(model_id).get("calibration") if state == "calibrated" else None
+        metrics = result_set.metrics(model_id) if state == "calibrated" else {}
+        fitted = metrics.get("calibration")
         if fitted:
-            state = (f"temperature {fitted['temperature']:.2f}: test ECE {result_set.metrics(model_id)['ece']:.3f} -> "
-                     f"{fitted['test_ece_scaled']:.3f}, test loss {result_set.metrics(model_id)['loss']:.3f} -> "
+            state = (f"temperature {fitted['temperature']:.2f}: test ECE {metrics['ece']:.3f} -> "
+                     f"{fitted['test_ece_scaled']:.3f}, test loss {metrics['loss']:.3f} -> "
                      f"{fitted['test_loss_scaled']:.3f} (validation loss {fitted['validation_loss']:.3f} -> "
                      f"{fitted['validation_loss_scaled']:.3f})")
         print(f"{model_id:20s} {state}")

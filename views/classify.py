@@ -5,7 +5,7 @@ import os
 import numpy as np
 import streamlit as st
 
-from core import calibration, explain, features, formatting, groups, headline, images, inference, reports
+from core import explain, features, formatting, groups, headline, images, inference, reports
 from views import common
 
 st.title("Classify a photo")
@@ -121,7 +121,7 @@ with head[1]:
         "the single likeliest class when many classes of that group each get a little."
     )
     st.caption("Ensemble top 5: " + ", ".join(f"{c} {p:.0%}" for c, p in ensemble["top"]))
-    scaled = [m for m in result.results if calibration.temperature(rs.metrics(m)) != 1]
+    scaled = [m for m in result.results if classifier.temperatures.get(m, 1.0) != 1]
     if scaled:
         whose = "Every model's" if len(scaled) == len(result.results) else f"{len(scaled)} of {len(result.results)} models'"
         st.caption(f"{whose} probabilities are temperature-scaled on the validation photos, so that a model's 80% "
