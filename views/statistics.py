@@ -93,7 +93,9 @@ for model_id in chosen:
         hovertemplate="confidence %{x:.2f} → accuracy %{y:.2f}<br>%{customdata} images<extra></extra>",
     ))
 figure.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="mean confidence in bin",
-                     yaxis_title="accuracy in bin", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+                     yaxis_title="accuracy in bin", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                     # Below the chart: beside it, six model names squeeze the plot on a narrow screen.
+                     legend=dict(orientation="h", y=-0.18))
 if not chosen:
     # An empty figure and an "empty" table would say nothing.
     st.info("Choose at least one model to see its calibration.")
@@ -108,7 +110,7 @@ else:
                 "Temperature", format="%.2f", help="fitted on validation; below 1 sharpens an under-confident model"),
             "ece": st.column_config.NumberColumn("ECE as output", format="%.3f"),
             "ece_scaled": st.column_config.NumberColumn("ECE scaled", format="%.3f"),
-            "loss": st.column_config.NumberColumn("NLL (= loss) as output", format="%.3f"),
+            "loss": st.column_config.NumberColumn("NLL as output", format="%.3f", help="= the test loss"),
             "loss_low": st.column_config.NumberColumn("NLL 95% low", format="%.3f", help="bootstrap over test images"),
             "loss_high": st.column_config.NumberColumn("NLL 95% high", format="%.3f"),
             "loss_scaled": st.column_config.NumberColumn("NLL scaled", format="%.3f"),
