@@ -135,6 +135,26 @@ def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def flip_table(result_set: ResultSet) -> pd.DataFrame:
+    """Test-time flips per model where measured (``evaluation.test_time_flips``): validation accuracy and loss
+    alone and with flips, whether validation takes them, and the test figures they give. Empty if none is."""
+    rows = []
+    for model_id in result_set.models:
+        flips = result_set.metrics(model_id).get("test_time_flip")
+        if not flips:
+            continue
+        val, test = flips["validation"], flips["test"]
+        rows.append({
+            "id": model_id, "model": MODEL_SPECS[model_id].title, "chosen": flips["chosen"],
+            "validation_accuracy": val["accuracy"], "validation_accuracy_flip": val["accuracy_flip"],
+            "validation_loss": val["loss"], "validation_loss_flip": val["loss_flip"],
+            "test_accuracy": test["accuracy"], "test_accuracy_flip": test["accuracy_flip"],
+            "test_low": test["accuracy_flip_interval"][0], "test_high": test["accuracy_flip_interval"][1],
+            "fixed": test["fixed"], "broken": test["broken"], "p_value": test["p_value"],
+        })
+    return pd.DataFrame(rows)
+
+
 def reading(table: pd.DataFrame) -> list[str]:
     """A plain-language reading of the overview table: what is and is not a real difference."""
     if table.empty:

@@ -192,6 +192,61 @@ def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, prog
     return status
 
 
+def probabilities(model: keras.Model, spec: ModelSpec, photos: np.ndarray) -> np.ndarray:
+    """The model's probabilities for a batch of photos, through the trunk and the top it was stored as."""
+    return models.top_model(model, spec).predict(top_inputs(model, spec, photos), batch_size=32, verbose=0)
+
+
+def flip_figures(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                 temperature: float) -> dict:
+    """Test-time flips: each photo's (temperature-scaled) probabilities averaged with its mirror image's, against
+    the photo alone, on validation (which decides whether the flips are worth taking) and test (what they
+    gain, with the exact McNemar test of the photos they fix against those they break)."""
+    figures = {"method": "the photo's and its mirror image's temperature-scaled probabilities averaged"}
+    for split in ("validation", "test"):
+        alone = calibration.scale(plain[split], temperature)
+        averaged = (alone + calibration.scale(mirrored[split], temperature)) / 2
+        right_alone = alone.argmax(1) == labels[split]
+        right_averaged = averaged.argmax(1) == labels[split]
+        figures[split] = {
+            "n": int(len(labels[split])),
+            "accuracy": float(right_alone.mean()),
+            "accuracy_flip": float(right_averaged.mean()),
+            "loss": stats.negative_log_likelihood(alone, labels[split]),
+            "loss_flip": stats.negative_log_likelihood(averaged, labels[split]),
+        }
+        if split == "test":
+            paired = stats.mcnemar_exact(right_averaged, right_alone)
+            figures[split].update(fixed=paired.only_a, broken=paired.only_b, p_value=paired.p_value,
+                                  accuracy_flip_interval=list(stats.wilson_interval(int(right_averaged.sum()),
+                                                                                     len(right_averaged))))
+    validation = figures["validation"]
+    # Chosen on validation only: the flips must be right more often there, or as often with a lower loss.
+    figures["chosen"] = bool((validation["accuracy_flip"], -validation["loss_flip"])
+                             > (validation["accuracy"], -validation["loss"]))
+    return figures
+
+
+def test_time_flips(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
+    """Measure test-time flips (``flip_figures``) for each model with weights and store them in its metrics
+    under ``"test_time_flip"``. The stored predictions stay the photo's own: the flips are a measured option."""
+    loaded = {split: _recorded_split(result_set, split, data_dir, progress) for split in ("validation", "test")}
+    photos = {split: photos for split, (photos, _, _) in loaded.items()}
+    labels = {split: y for split, (_, y, _) in loaded.items()}
+    writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
+    status = {}
+    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
+        plain = {s: probabilities(model, spec, photos[s]) for s in photos}
+        # The mirror image: each photo flipped left to right.
+        mirrored = {s: probabilities(model, spec, np.ascontiguousarray(photos[s][:, :, ::-1])) for s in photos}
+        metrics = result_set.metrics(model_id)
+        metrics["test_time_flip"] = flip_figures(plain, mirrored, labels, calibration.temperature(metrics))
+        with writer.model_folder(model_id, keep_existing=True) as folder:
+            artifacts.write_json(folder / artifacts.METRICS, metrics)
+        status[model_id] = "flips measured"
+    return status
+
+
 def calibrate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Fit each model's temperature on the result set's validation photos and store it in its metrics, with
     what it changes on the stored test predictions (``core.calibration``). Training does the same for the
@@ -200,7 +255,7 @@ def calibrate(result_set, data_dir=None, weights_dir=None, model_ids=None, progr
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
     for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
-        val_probs = models.top_model(model, spec).predict(top_inputs(model, spec, photos), batch_size=32, verbose=0)
+        val_probs = probabilities(model, spec, photos)
         test = result_set.predictions(model_id)
         metrics = {**result_set.metrics(model_id),
                    "calibration": calibration.on_test(calibration.fit(val_probs, y_val), test.probs, test.y_true)}

@@ -4,6 +4,7 @@
     python scripts/evaluate.py --openset [--backbones vgg16,resnet50] [--cache-dir data/openset]
     python scripts/evaluate.py --linear-probe [--backbones vgg16,resnet50] [--cache-dir data/openset]
     python scripts/evaluate.py --calibrate [--models ids]
+    python scripts/evaluate.py --flips [--models ids]
 
 Rewrites each model's predictions, maps and metrics, including the Grad-CAM randomisation check.
 With --openset it instead fits the open-set verdict (core.openset), measures it on the held-out-classes
@@ -11,7 +12,9 @@ protocol, stores it in the result set and prints the figures. With --linear-prob
 reference (core.probe: frozen-backbone features + logistic regression, C chosen on validation), tests it
 on the same test photos, stores it and prints it beside each model. Both share the feature cache.
 With --calibrate it fits each model's temperature on the validation photos (core.calibration; training does
-this for the runs it makes) and stores it with the test ECE and loss it gives.
+this for the runs it makes) and stores it with the test ECE and loss it gives. With --flips it measures
+test-time flips (each photo's probabilities averaged with its mirror image's) on validation and test and
+stores the figures; validation alone says whether they are worth taking.
 The dataset folder defaults to the one recorded in the result set.
 """
 
@@ -26,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train import parse_models  # noqa: E402
 
-from core import artifacts, evaluation, openset  # noqa: E402
+from core import artifacts, evaluation, formatting, openset  # noqa: E402
 
 
 def fit_openset(args) -> int:
@@ -88,6 +91,23 @@ def fit_linear_probe(args) -> int:
     return 0
 
 
+def describe(state: str, metrics: dict) -> str:
+    """One line on what was stored for a model: its fitted temperature, or its test-time flips."""
+    fitted, flips = metrics.get("calibration"), metrics.get("test_time_flip")
+    if state == "calibrated" and fitted:
+        return (f"temperature {fitted['temperature']:.2f}: test ECE {metrics['ece']:.3f} -> "
+                f"{fitted['test_ece_scaled']:.3f}, test loss {metrics['loss']:.3f} -> "
+                f"{fitted['test_loss_scaled']:.3f} (validation loss {fitted['validation_loss']:.3f} -> "
+                f"{fitted['validation_loss_scaled']:.3f})")
+    if state == "flips measured" and flips:
+        val, test = flips["validation"], flips["test"]
+        return (f"flips: validation {val['accuracy']:.1%} -> {val['accuracy_flip']:.1%} (loss {val['loss']:.3f} -> "
+                f"{val['loss_flip']:.3f}), {'taken' if flips['chosen'] else 'not taken'}; test {test['accuracy']:.1%} "
+                f"-> {test['accuracy_flip']:.1%} (photos fixed / broken: {test['fixed']} / {test['broken']}, "
+                f"{formatting.p_value(test['p_value'])})")
+    return state
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", default="artifacts")
@@ -97,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--openset", action="store_true", help="fit, measure and store the open-set verdict")
     parser.add_argument("--linear-probe", action="store_true", help="fit, test and store the linear-probe reference")
     parser.add_argument("--calibrate", action="store_true", help="fit and store each model's temperature on validation")
+    parser.add_argument("--flips", action="store_true", help="measure and store test-time flips on validation and test")
     parser.add_argument("--backbones", default="vgg16,resnet50", help="frozen backbones for --openset/--linear-probe")
     parser.add_argument("--cache-dir", default="data/openset", help="feature cache of the frozen backbones (git-ignored)")
     args = parser.parse_args(argv)
@@ -107,22 +128,16 @@ def main(argv=None) -> int:
         return fit_linear_probe(args)
     try:
         result_set = artifacts.open_result_set(args.artifacts)
-        run = evaluation.calibrate if args.calibrate else evaluation.reevaluate
+        run = (evaluation.calibrate if args.calibrate else evaluation.test_time_flips if args.flips
+               else evaluation.reevaluate)
         status = run(result_set, args.data_dir, args.weights_dir, args.models)
     except (artifacts.ResultSetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result_set = artifacts.open_result_set(args.artifacts)
     for model_id, state in status.items():
-        metrics = result_set.metrics(model_id) if state == "calibrated" else {}
-        fitted = metrics.get("calibration")
-        if fitted:
-            state = (f"temperature {fitted['temperature']:.2f}: test ECE {metrics['ece']:.3f} -> "
-                     f"{fitted['test_ece_scaled']:.3f}, test loss {metrics['loss']:.3f} -> "
-                     f"{fitted['test_loss_scaled']:.3f} (validation loss {fitted['validation_loss']:.3f} -> "
-                     f"{fitted['validation_loss_scaled']:.3f})")
-        print(f"{model_id:20s} {state}")
-    return 0 if all(s in ("evaluated", "calibrated") for s in status.values()) else 1
+        print(f"{model_id:20s} {describe(state, result_set.metrics(model_id) if model_id in result_set.models else {})}")
+    return 0 if all(s in ("evaluated", "calibrated", "flips measured") for s in status.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Test-time flips: the figures count exactly the photos the mirror image fixes and breaks, validation alone
+decides, and ``evaluate.py --flips`` stores them where the Overview shows them."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from core import artifacts, comparison, evaluation
+from core.specs import MODEL_IDS
+from test_pages import page
+
+CLASSES = 4
+
+
+def one_hot_ish(answers: np.ndarray, confidence: float = 0.7) -> np.ndarray:
+    """Probabilities that give ``answers`` with ``confidence`` and share the rest evenly."""
+    probs = np.full((len(answers), CLASSES), (1 - confidence) / (CLASSES - 1), np.float32)
+    probs[np.arange(len(answers)), answers] = confidence
+    return probs
+
+
+def test_the_figures_count_the_photos_the_mirror_image_fixes_and_breaks():
+    labels = np.arange(20) % CLASSES
+    alone = labels.copy()
+    alone[:6] = (labels[:6] + 1) % CLASSES  # six photos wrong alone
+    # The mirror image is sure of the truth on photos 0-3 (fixing them) and sure of a wrong class on photos
+    # 10-11 (breaking them); elsewhere it agrees with the photo.
+    mirrored = alone.copy()
+    mirrored[:4] = labels[:4]
+    mirrored[10:12] = (labels[10:12] + 2) % CLASSES
+    plain = {split: one_hot_ish(alone, 0.6) for split in ("validation", "test")}
+    mirror = {split: one_hot_ish(mirrored, 0.9) for split in ("validation", "test")}
+    figures = evaluation.flip_figures(plain, mirror, {"validation": labels, "test": labels}, temperature=1.0)
+    test = figures["test"]
+    assert (test["fixed"], test["broken"]) == (4, 2)
+    assert test["accuracy"] == pytest.approx(14 / 20) and test["accuracy_flip"] == pytest.approx(16 / 20)
+    assert test["p_value"] == pytest.approx(2 * (1 + 6 + 15) / 64)  # exact two-sided McNemar: 2 P(X <= 2), X ~ B(6, 1/2)
+    assert test["accuracy_flip_interval"][0] < test["accuracy_flip"] < test["accuracy_flip_interval"][1]
+    assert figures["chosen"]  # two more validation photos right
+
+
+def test_validation_alone_decides_and_a_mirror_that_changes_nothing_is_not_taken():
+    labels = np.arange(20) % CLASSES
+    same = {split: one_hot_ish(labels) for split in ("validation", "test")}
+    unchanged = evaluation.flip_figures(same, same, {"validation": labels, "test": labels}, temperature=1.0)
+    assert not unchanged["chosen"]
+    assert (unchanged["test"]["fixed"], unchanged["test"]["broken"]) == (0, 0)
+    # Wrong on validation, right on test: the test split must not sway the choice.
+    wrong = one_hot_ish((labels + 1) % CLASSES, 0.9)
+    plain = {"validation": one_hot_ish(labels, 0.6), "test": one_hot_ish((labels + 1) % CLASSES, 0.6)}
+    mirror = {"validation": wrong, "test": one_hot_ish(labels, 0.9)}
+    figures = evaluation.flip_figures(plain, mirror, {"validation": labels, "test": labels}, temperature=1.0)
+    assert figures["test"]["accuracy_flip"] == 1.0 and not figures["chosen"]
+
+
+def test_measured_flips_are_stored_and_shown_on_the_overview(tiny_data, tiny_results, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    status = evaluation.test_time_flips(artifacts.open_result_set(copy), data_dir=tiny_data, progress=False)
+    assert status == {m: "flips measured" for m in MODEL_IDS}
+    rs = artifacts.open_result_set(copy)
+    assert rs.problems == {}
+    table = comparison.flip_table(rs).set_index("id")
+    for model_id in MODEL_IDS:
+        flips = rs.metrics(model_id)["test_time_flip"]
+        # The photo alone is what training tested: the same accuracy as the stored predictions, within a photo
+        # (training's test pass and this one may round differently near a tie).
+        assert abs(flips["test"]["accuracy"] - rs.metrics(model_id)["accuracy"]) <= 1 / flips["test"]["n"] + 1e-9
+        assert table.loc[model_id, "test_accuracy_flip"] == flips["test"]["accuracy_flip"]
+    at = page("overview", copy)
+    assert not at.exception
+    shown = next(e for e in at.expander if e.label.startswith("Test-time flips"))
+    assert len(shown.dataframe[0].value) == len(MODEL_IDS)
+    assert comparison.flip_table(artifacts.open_result_set(tiny_results)).empty
