@@ -69,6 +69,19 @@ class Audit:
     def images(self) -> int:
         return len(self.files)
 
+    def classes_sharing_a_photo(self) -> list[list[str]]:
+        """Groups of two or more classes (joined transitively) that hold a byte-identical photo in common: one
+        produce filed under two names (in the Kaggle dataset: bell pepper and capsicum, chilli pepper and
+        jalepeno). Near duplicates do not join classes: at the split's threshold an unrelated product on a
+        white background can match."""
+        names = sorted({f.label for f in self.files})
+        index = {name: i for i, name in enumerate(names)}
+        group = dataset.connected_groups(len(names), [(index[p.a.label], index[p.b.label]) for p in self.exact_pairs])
+        members = {}
+        for name, root in zip(names, group):
+            members.setdefault(root, []).append(name)
+        return [m for m in members.values() if len(m) > 1]
+
     def not_a_dataset(self) -> str | None:
         """Why the folder does not look like a dataset of class folders, or None where it does.
 

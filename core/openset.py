@@ -164,10 +164,18 @@ def fit_detectors(
     }
 
 
-def held_out_folds(num_classes: int, folds: int = 5, seed: int = 0) -> list[np.ndarray]:
-    """Disjoint groups of class indices, each held out once."""
-    order = np.random.default_rng(seed).permutation(num_classes)
-    return [np.sort(part) for part in np.array_split(order, folds)]
+def held_out_folds(class_names: list[str], folds: int = 5, seed: int = 0, together=()) -> list[np.ndarray]:
+    """Disjoint groups of class indices, each held out once, in a fixed random order. The classes of each group
+    in ``together`` (lists of class names) are held out in one fold, the fold of the group's class that the
+    order puts first, so that the other folds stay as they were."""
+    order = np.random.default_rng(seed).permutation(len(class_names))
+    fold_of = {int(c): f for f, part in enumerate(np.array_split(order, folds)) for c in part}
+    for group in together:
+        indices = [class_names.index(name) for name in group if name in class_names]
+        first = min(indices, key=lambda c: np.flatnonzero(order == c)[0], default=None)
+        for c in indices:
+            fold_of[c] = fold_of[first]
+    return [np.array(sorted(c for c, f in fold_of.items() if f == fold)) for fold in range(folds)]
 
 
 def held_out_protocol(
@@ -177,16 +185,19 @@ def held_out_protocol(
     folds: int = 5,
     seed: int = 0,
     keep: float = KEEP,
+    together=(),
 ) -> dict[str, dict]:
     """Per detector: AUROC, unknown photos accepted and known test photos kept, pooled over folds, and the
     AUROC of each held-out class (its photos against the known test photos of its fold).
 
     In each fold the held-out classes' photos of every split are unknown; the detector sees only the other
-    classes' training photos and sets its threshold on their validation photos.
+    classes' training photos and sets its threshold on their validation photos. ``together``: groups of
+    classes held out in one fold (``held_out_folds``): one produce under two names is not unknown while its
+    other name is known, least of all when the two hold the same photos.
     """
     chosen = detector_backbones(list(features["train"]))
     pooled = {name: {"known": [], "unknown": [], "per_class": {}} for name in chosen}
-    for held in held_out_folds(len(class_names), folds, seed):
+    for held in held_out_folds(class_names, folds, seed, together):
         is_known = {s: ~np.isin(labels[s], held) for s in labels}
         part = {s: {b: f[is_known[s]] for b, f in features[s].items()} for s in labels}
         known_labels = {s: labels[s][is_known[s]] for s in labels}
@@ -217,8 +228,9 @@ def held_out_protocol(
 HALF_FIELDS = ("components", "weights")
 
 
-def to_stored(detectors: dict[str, Detector], protocol: dict, image_size: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """The verdict as the result set stores it (``artifacts.write_openset``): settings JSON and arrays."""
+def to_stored(detectors: dict[str, Detector], protocol: dict, image_size: int, together=()) -> tuple[dict, dict[str, np.ndarray]]:
+    """The verdict as the result set stores it (``artifacts.write_openset``): settings JSON and arrays.
+    ``together``: the class groups the protocol held out together."""
     backbones = detector_backbones([n for n in detectors if n != ENSEMBLE])
     info = {
         "method": METHOD,
@@ -226,6 +238,7 @@ def to_stored(detectors: dict[str, Detector], protocol: dict, image_size: int) -
         "image_size": int(image_size),
         "detectors": {name: {"backbones": list(backbones[name]), "threshold": d.threshold} for name, d in detectors.items()},
         "held_out_protocol": protocol,
+        "held_out_together": [list(group) for group in together],
     }
     arrays = {
         f"{name}.{f.name}": getattr(d, f.name).astype(np.float16 if f.name in HALF_FIELDS else np.float32)

@@ -35,29 +35,36 @@ from core import artifacts, evaluation, formatting, openset  # noqa: E402
 def fit_openset(args) -> int:
     from threadpoolctl import threadpool_limits
 
-    from core import features  # TensorFlow and the backbones only load for this
+    from core import audit, features  # TensorFlow and the backbones only load for this
 
     result_set = artifacts.open_result_set(args.artifacts)
     feats, labels = features.split_features(
         result_set, args.data_dir, args.weights_dir, args.cache_dir, args.backbones.split(",")
     )
+    # Classes that share a byte-identical photo are one produce under two names: held out together.
+    together = audit.audit(args.data_dir or result_set.manifest["dataset_summary"]["root"]).classes_sharing_a_photo()
     # One BLAS thread: the matrices are small, and OpenBLAS's threads spin waiting for each other on a busy
     # machine (beside a training run on 2 cores: 41 s with one thread, over 6 min with two).
     with threadpool_limits(limits=1, user_api="blas"):
-        protocol = openset.held_out_protocol(feats, labels, result_set.class_names)
+        protocols = {grouping: openset.held_out_protocol(feats, labels, result_set.class_names, together=groups)
+                     for grouping, groups in (("each class alone", ()), ("classes sharing a photo together", together))}
         detectors = openset.fit_detectors(feats, labels)
-    info, arrays = openset.to_stored(detectors, protocol, result_set.config["image_size"])
+    protocol = protocols["classes sharing a photo together"]
+    info, arrays = openset.to_stored(detectors, protocol, result_set.config["image_size"], together)
     artifacts.write_openset(args.artifacts, info, arrays)
     print(f"open-set verdict: {info['method']}; threshold keeps {openset.KEEP:.0%} of validation photos")
-    print("held-out-classes protocol (5 folds of about 6 classes):")
-    for name, f in protocol.items():
-        print(
-            f"  {name:10s} AUROC {f['auroc']:.3f}  known test kept {f['known_test_kept']:.1%}  "
-            f"unknown accepted {f['unknown_accepted']:.1%}  ({f['known_test_photos']} known, {f['unknown_photos']} unknown)"
-        )
-        print("             hardest held-out classes (AUROC): " + ", ".join(
-            f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:6]
-        ))
+    print("classes sharing a byte-identical photo: " + ("; ".join(" = ".join(g) for g in together) or "none"))
+    for grouping, measured in protocols.items():
+        print(f"held-out-classes protocol (5 folds of about 6 classes), {grouping}"
+              + (" (stored):" if measured is protocol else ":"))
+        for name, f in measured.items():
+            print(
+                f"  {name:10s} AUROC {f['auroc']:.3f}  known test kept {f['known_test_kept']:.1%}  "
+                f"unknown accepted {f['unknown_accepted']:.1%}  ({f['known_test_photos']} known, {f['unknown_photos']} unknown)"
+            )
+            print("             hardest held-out classes (AUROC): " + ", ".join(
+                f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:6]
+            ))
     return 0
 
 

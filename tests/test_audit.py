@@ -92,6 +92,16 @@ def test_audit_finds_exactly_the_planted_copies(planted):
     assert json.loads(json.dumps(summary)) == summary
 
 
+def test_classes_sharing_a_byte_identical_photo_are_grouped(planted, tmp_path):
+    # The planted photo under carrot and peas joins those two; a near copy across classes joins nothing.
+    assert audit.audit(planted).classes_sharing_a_photo() == [["carrot", "peas"]]
+    copy = tmp_path / "data"
+    shutil.copytree(planted, copy)
+    Image.open(copy / "train/apple/Image_1.jpg").save(copy / "train/banana/Image_apple.jpg", quality=70)
+    shutil.copy(copy / "train/peas/Image_3.jpg", copy / "test/apple/Image_peas.jpg")
+    assert audit.audit(copy).classes_sharing_a_photo() == [["apple", "carrot", "peas"]]
+
+
 def test_near_duplicates_never_count_byte_identical_pairs(planted):
     # At 64 bits every pair is "near"; the byte-identical ones are still counted only as exact.
     result = audit.audit(planted, near_duplicate_bits=64)
@@ -181,3 +191,4 @@ def test_audit_of_the_real_copy():
     cross_class = {(p.a.path, p.b.path) for p in result.exact_pairs if p.cross_class}
     assert ("train/bell pepper/Image_30.jpg", "train/capsicum/Image_4.jpg") in cross_class
     assert ("train/chilli pepper/Image_32.jpg", "train/jalepeno/Image_17.jpg") in cross_class
+    assert result.classes_sharing_a_photo() == [["bell pepper", "capsicum"], ["chilli pepper", "jalepeno"]]
