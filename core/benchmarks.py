@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from core import artifacts, dataset, evaluation, images, models, recipes, training
+from core import artifacts, augmentation, dataset, evaluation, images, models, recipes, training
 from core.inference import Classifier
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -64,11 +64,11 @@ def read_ms_per_full_size_photo(repeats: int = 5) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def _epoch_timer(trainable: keras.Model, x, y, batch_size: int):
-    """A function timing one training epoch over (x, y) as ``training.fit`` runs it; the first epoch, which
-    pays for tracing, is run here."""
+def _epoch_timer(trainable: keras.Model, x, y, batch_size: int, augment=None):
+    """A function timing one training epoch over (x, y) as ``training.fit`` runs it, each batch through
+    ``augment`` if given; the first epoch, which pays for tracing, is run here."""
     training.compile_for_training(trainable, recipes.Recipe(1e-5))
-    batches = training.view_batches([x], y, batch_size, seed=0)
+    batches = training.view_batches([x], y, batch_size, seed=0, augment=augment)
     trainable.fit(batches, epochs=1, verbose=0, shuffle=False)
 
     def epoch_seconds() -> float:
@@ -112,10 +112,12 @@ def _evaluation_ms(model, spec, explain_inputs, photos, num_classes: int) -> flo
 
 
 def training_benchmark(photos, num_classes: int, weights, hp: training.HyperParameters, compare: str = "resnet50",
-                       rounds: int = 5, train_precision: str = "float32") -> dict:
+                       rounds: int = 5, train_precision: str = "float32", augmented=()) -> dict:
     """Per-image costs of every step of a training run, and for the fine-tuned model ``compare`` an epoch with
     the trunk cache against a naive end-to-end ``fit`` (the trunk frozen but recomputed for every batch).
     ``train_precision``: the arithmetic of the trained parts (the study's recipe: float32; the tuned one: auto).
+    ``augmented``: the models whose recipe draws fresh random crops every epoch (core/augmentation.py), timed
+    with them.
 
     The two epochs are timed alternately, ``rounds`` times: this machine's speed drifts, and alternating
     keeps the drift out of the ratio.
@@ -140,8 +142,10 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
                 costs[model_id]["frozen_features_ms"] = _frozen_pass_ms(frozen, inputs["test"], precision)
                 inputs = training.precompute(frozen, inputs, precision)
         trainable = training.mixed_precision_learner(models.trained_part(model, spec), train_precision)
-        cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size)
+        augment = augmentation.random_crop_flip_jitter if model_id in augmented else None
+        cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size, augment)
         costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
+        costs[model_id]["augmentation"] = "random" if augment else "views"
         costs[model_id]["validation_ms"] = _ms_per_image(
             lambda: trainable.evaluate(inputs["validation"].astype(np.float32), labels, verbose=0), len(photos))
         costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, inputs["test"], photos, num_classes)

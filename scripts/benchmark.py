@@ -39,12 +39,14 @@ def backbone_weights(weights_dir) -> dict:
 def train_command(args) -> dict:
     hp = training.HyperParameters(image_size=args.image_size)
     photos, source = benchmarks.sample_photos(args.data_dir, args.images, args.image_size)
+    rs = artifacts.open_result_set(args.artifacts) if args.artifacts and os.path.isdir(args.artifacts) else None
+    # The models that set trained on fresh random crops: their epochs cost the augmentation too.
+    augmented = {m for m, info in rs.models.items() if (info.get("recipe") or {}).get("augmentation") == "random"} if rs else set()
     measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model, args.rounds,
-                                             args.train_precision)
+                                             args.train_precision, augmented)
     projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}
     recorded = None
-    if args.artifacts and os.path.isdir(args.artifacts):
-        rs = artifacts.open_result_set(args.artifacts)
+    if rs:
         recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"])
         projections["recorded_epochs"] = {**benchmarks.project_full_dataset(measured, hp, recorded["epochs"]),
                                           "epochs": recorded["epochs"]}
@@ -66,7 +68,9 @@ def train_command(args) -> dict:
         print(f"  {backbone} trunk: {ms['train_views']:.1f} per training view, {ms['float32']:.1f} per other photo (float32)")
     for model_id, cost in measured["costs"].items():
         frozen = cost.get("frozen_features_ms")
-        print(f"  {model_id:20s} train {cost['train_ms']:5.1f} /image/epoch, validation {cost['validation_ms']:4.1f}, "
+        print(f"  {model_id:20s} train {cost['train_ms']:5.1f} /image/epoch"
+              + (" (fresh random crops)" if cost["augmentation"] == "random" else "")
+              + f", validation {cost['validation_ms']:4.1f}, "
               f"final evaluation {cost['evaluation_ms']:5.1f}" + (f", frozen top block {frozen['train_views']:.1f}" if frozen else ""))
     n = benchmarks.FULL_DATASET
     print(f"Projected, not measured (the full dataset is not here): all six on the full dataset "

@@ -43,6 +43,8 @@ def test_the_training_benchmark_times_every_model_and_the_cache_against_a_naive_
     assert comparison["speedup"] > 0 and "faster" in done.stdout
     assert set(result["costs"]) == {"cnn", "cnn_attention", "vgg16", "resnet50", "vgg16_attention", "resnet50_attention"}
     assert all(cost["train_ms"] > 0 and cost["evaluation_ms"] > 0 for cost in result["costs"].values())
+    # Timed as the set's recipes train: the tiny set's models all read the cached views.
+    assert {cost["augmentation"] for cost in result["costs"].values()} == {"views"}
     projection = result["full_dataset_projection"]["all_epochs"]
     assert projection["counts"]["train"] == 3115 and projection["total_minutes"] > 0
     assert "Projected, not measured" in done.stdout
@@ -101,3 +103,12 @@ def test_grown_copies_split_apart_from_their_originals_are_counted(tmp_path):
     train.remove(moved)
     test.append(moved)
     assert benchmarks.copies_apart(plan) == {"copies": found["copies"], "apart": 1}
+
+
+def test_models_trained_on_fresh_random_crops_are_timed_with_them():
+    photos = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    weights = {"vgg16": "random", "resnet50": "random"}
+    measured = benchmarks.training_benchmark(photos, 4, weights, training.HyperParameters(image_size=32, batch_size=4),
+                                             rounds=1, augmented={"cnn_attention"})
+    assert {m: c["augmentation"] for m, c in measured["costs"].items() if c["augmentation"] == "random"} == {
+        "cnn_attention": "random"}
