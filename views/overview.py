@@ -117,8 +117,9 @@ with st.expander("Open-set verdict: photos of none of the known classes"):
             "Measured with some classes held out (5 folds of about 6 classes): the held-out classes' photos "
             "should be flagged, the other classes' test photos kept. VGG16 models use the VGG16 detector, ResNet50 "
             "models the ResNet50 one, the two CNN models and the average the ensemble's (both backbones)."
-            + "".join(f" {' and '.join(group)} share a byte-identical photo, one produce under two names: held out "
-                      "together." for group in info.get("held_out_together", []))
+            + (" Held out together, as one produce under two names (each pair shares a byte-identical photo): "
+               + "; ".join(" and ".join(group) for group in info["held_out_together"]) + "."
+               if info.get("held_out_together") else "")
         )
         for name, f in info["held_out_protocol"].items():
             hardest = ", ".join(f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:4])
