@@ -229,14 +229,20 @@ def flip_figures(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], 
 
 def test_time_flips(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Measure test-time flips (``flip_figures``) for each model with weights and store them in its metrics
-    under ``"test_time_flip"``. The stored predictions stay the photo's own: the flips are a measured option."""
+    under ``"test_time_flip"``. The stored predictions stay the photo's own: the flips are a measured option,
+    and the photo alone on test is what they hold (no second pass over the test photos)."""
     loaded = {split: _recorded_split(result_set, split, data_dir, progress) for split in ("validation", "test")}
     photos = {split: photos for split, (photos, _, _) in loaded.items()}
     labels = {split: y for split, (_, y, _) in loaded.items()}
+    test_files = [f.path for f in loaded["test"][2]]
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
     for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
-        plain = {s: probabilities(model, spec, photos[s]) for s in photos}
+        stored = result_set.predictions(model_id)
+        if list(stored.files) != test_files:
+            raise artifacts.ResultSetError(f"{model_id}'s stored predictions are not of the recorded test photos; "
+                             "run scripts/evaluate.py without --flips first")
+        plain = {"validation": probabilities(model, spec, photos["validation"]), "test": stored.probs}
         # The mirror image: each photo flipped left to right.
         mirrored = {s: probabilities(model, spec, np.ascontiguousarray(photos[s][:, :, ::-1])) for s in photos}
         metrics = result_set.metrics(model_id)
