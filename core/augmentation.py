@@ -22,11 +22,11 @@ CROP_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 JITTER = (0.75, 1.25)
 
 
-def random_crop_flip_jitter(batch: tf.Tensor) -> tf.Tensor:
-    """Each image of ``batch`` (float32, N x H x W x 3, 0-255) cropped at random, resized back, mirrored half
-    the time and colour-jittered."""
+def random_crop_flip_jitter(batch: tf.Tensor, size: int | None = None) -> tf.Tensor:
+    """Each image of ``batch`` (float32, N x H x W x 3, 0-255) cropped at random, resized to ``size`` x ``size``
+    (default: back to the batch's own size), mirrored half the time and colour-jittered."""
     count = tf.shape(batch)[0]
-    size = tf.shape(batch)[1:3]
+    size = tf.shape(batch)[1:3] if size is None else (size, size)
 
     def uniform(low, high, shape=None):
         return tf.random.uniform(shape if shape is not None else [count], low, high)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from core import artifacts, augmentation, dataset, evaluation, images, models, recipes, training
+from core import artifacts, dataset, evaluation, images, models, recipes, training
 from core.inference import Classifier
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -112,12 +112,13 @@ def _evaluation_ms(model, spec, explain_inputs, photos, num_classes: int) -> flo
 
 
 def training_benchmark(photos, num_classes: int, weights, hp: training.HyperParameters, compare: str = "resnet50",
-                       rounds: int = 5, train_precision: str = "float32", augmented=()) -> dict:
+                       rounds: int = 5, train_precision: str = "float32",
+                       trained_with: dict[str, recipes.Recipe] | None = None) -> dict:
     """Per-image costs of every step of a training run, and for the fine-tuned model ``compare`` an epoch with
     the trunk cache against a naive end-to-end ``fit`` (the trunk frozen but recomputed for every batch).
     ``train_precision``: the arithmetic of the trained parts (the study's recipe: float32; the tuned one: auto).
-    ``augmented``: the models whose recipe draws fresh random crops every epoch (core/augmentation.py), timed
-    with them.
+    ``trained_with``: the recipes a result set recorded, per model; a model whose recipe draws fresh random
+    crops every epoch (core/augmentation.py) is timed with them, at the recipe's training size.
 
     The two epochs are timed alternately, ``rounds`` times: this machine's speed drifts, and alternating
     keeps the drift out of the ratio.
@@ -141,17 +142,20 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
                 frozen = models.frozen_features_model(model, spec)
                 costs[model_id]["frozen_features_ms"] = _frozen_pass_ms(frozen, inputs["test"], precision)
                 inputs = training.precompute(frozen, inputs, precision)
-        trainable = training.mixed_precision_learner(models.trained_part(model, spec), train_precision)
-        augment = augmentation.random_crop_flip_jitter if model_id in augmented else None
+        recipe = (trained_with or {}).get(model_id)
+        trainable = training.learner_for(models.trained_part(model, spec), train_precision,
+                                         any_image_size=bool(recipe and recipe.train_size))
+        augment = training.augmenter(recipe) if recipe else None
         cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size, augment)
         costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
-        costs[model_id]["augmentation"] = "random" if augment else "views"
+        costs[model_id]["augmentation"] = recipe.augmentation if recipe else "views"
+        costs[model_id]["train_size"] = (recipe.train_size if recipe else 0) or hp.image_size
         costs[model_id]["validation_ms"] = _ms_per_image(
             lambda: trainable.evaluate(inputs["validation"].astype(np.float32), labels, verbose=0), len(photos))
         costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, inputs["test"], photos, num_classes)
         if model_id == compare:
             naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
-            naive_epoch = _epoch_timer(training.mixed_precision_learner(naive_model, train_precision), photos, labels,
+            naive_epoch = _epoch_timer(training.learner_for(naive_model, train_precision), photos, labels,
                                        hp.batch_size)
             timed = [(cached_epoch(), naive_epoch()) for _ in range(rounds)]
             cached = {

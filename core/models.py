@@ -240,12 +240,14 @@ def _seeded_random_weights(net: keras.Model) -> None:
             layer.set_weights(values)
 
 
-def with_compute_dtype(model: keras.Model, policy: str, float32_output: bool = False) -> keras.Model:
+def with_compute_dtype(model: keras.Model, policy: str, float32_output: bool = False,
+                       any_image_size: bool = False) -> keras.Model:
     """A copy of ``model`` computing in another dtype policy (e.g. "mixed_bfloat16"), with the same weights.
 
     The variables stay float32; only the arithmetic changes, so outputs differ by rounding. With
     ``float32_output`` the last layer (the softmax of a model being trained) stays float32, as Keras'
-    mixed-precision guide advises for the loss's sake.
+    mixed-precision guide advises for the loss's sake. With ``any_image_size`` the copy takes images of any
+    height and width (a convolutional model with global pooling computes the same layers on them).
     """
     last = model.layers[-1]
 
@@ -253,7 +255,8 @@ def with_compute_dtype(model: keras.Model, policy: str, float32_output: bool = F
         dtype = "float32" if float32_output and layer is last else policy
         return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    inputs = keras.Input((None, None, model.input_shape[-1]), name=model.input.name) if any_image_size else None
+    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -47,6 +47,12 @@ class Recipe:
     # "views": each epoch draws one of the cached views of every photo (training.make_views); "random": a fresh
     # random crop, mirror and colour jitter every epoch (core/augmentation.py), for the models that read photos.
     augmentation: str = "views"
+    # With "random": the side in pixels the crops are resized to for training (0: the run's image size). The
+    # model is convolutional with global pooling, so it trains on smaller crops and is validated, stored and
+    # tested at the image size. Training at a lower resolution than testing costs about (train/test)^2 of the
+    # compute, and with random crops it loses nothing: a crop of part of a photo, shown smaller, makes objects
+    # look about as large as the whole photo at the test size (Touvron et al. 2019, "FixRes").
+    train_size: int = 0
     # Linear probing first (Kumar et al. 2022): for ``head_epochs`` only the classifier trains, at a constant
     # ``head_learning_rate``, on the frozen features; then the whole trained part, by the rest of the recipe.
     head_epochs: int = 0
@@ -59,6 +65,8 @@ class Recipe:
             raise ValueError(f"unknown schedule {self.schedule!r}: {', '.join(SCHEDULES)}")
         if self.schedule == "cosine" and self.cosine_epochs <= self.warmup_epochs:
             raise ValueError("the cosine schedule needs cosine_epochs > warmup_epochs")
+        if self.train_size and self.augmentation != "random":
+            raise ValueError("train_size needs augmentation='random': the cached views are at the image size")
 
     def make_optimizer(self) -> keras.optimizers.Optimizer:
         if self.optimizer == "adamw":
@@ -130,6 +138,8 @@ class Recipe:
         }[self.schedule]
         loss = f"label smoothing {self.label_smoothing:g}" if self.label_smoothing else "plain cross-entropy"
         views = "fresh random crops, mirrors and colour jitter" if self.augmentation == "random" else "the cached views"
+        if self.train_size:
+            views += f", trained at {self.train_size} px"
         head = (f"; the classifier alone first, {self.head_epochs} epochs at {self.head_learning_rate:g}"
                 if self.head_epochs else "")
         return f"{optimizer}; {schedule}; {loss}; {views}{head}"

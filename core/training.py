@@ -13,6 +13,7 @@ the app computes them, so every reported figure is what a user gets.
 
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import json
@@ -233,13 +234,23 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-def mixed_precision_learner(trainable: keras.Model, precision: str) -> keras.Model:
-    """``trainable`` itself in float32; else a copy computing in mixed ``precision`` with a float32 softmax,
-    whose weights are to be copied back after training."""
-    if precision == "float32":
+def learner_for(trainable: keras.Model, precision: str, any_image_size: bool = False) -> keras.Model:
+    """What trains for ``trainable``: itself in float32 at its own image size; else a copy computing in mixed
+    ``precision`` with a float32 softmax, or taking images of any size (``any_image_size``), whose weights are
+    to be copied back after training."""
+    if precision == "float32" and not any_image_size:
         return trainable
+    policy = "float32" if precision == "float32" else f"mixed_{precision}"
     with trainable.distribute_strategy.scope():  # its variables live where the model's do
-        return models.with_compute_dtype(trainable, f"mixed_{precision}", float32_output=True)
+        return models.with_compute_dtype(trainable, policy, float32_output=True, any_image_size=any_image_size)
+
+
+def augmenter(recipe: recipes.Recipe):
+    """The function drawing each training batch's fresh views under ``recipe`` (at its training size), or None
+    where the recipe trains on the cached views."""
+    if recipe.augmentation != "random":
+        return None
+    return functools.partial(augmentation.random_crop_flip_jitter, size=recipe.train_size or None)
 
 
 def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed,
@@ -248,12 +259,13 @@ def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, va
 
     With ``precision`` bfloat16 a mixed-precision copy trains (float32 weights, bfloat16 arithmetic, a
     float32 softmax) and its weights are copied back: the stored model computes in float32 like any other.
+    A recipe with a training size of its own trains a copy that takes images of any size on its crops, and
+    validates it on the photos at the image size.
     """
-    learner = mixed_precision_learner(trainable, precision)
+    learner = learner_for(trainable, precision, any_image_size=bool(recipe.train_size))
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
-    augment = augmentation.random_crop_flip_jitter if recipe.augmentation == "random" else None
-    batches = view_batches(train_views, y_train, hp.batch_size, seed, augment=augment)
+    batches = view_batches(train_views, y_train, hp.batch_size, seed, augment=augmenter(recipe))
     validation = view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None
     verbose = 1 if sys.stdout.isatty() else 2
     if recipe.head_epochs:

@@ -23,7 +23,7 @@ import _path  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from core import artifacts, benchmarks, images, inference, models, training  # noqa: E402
+from core import artifacts, benchmarks, images, inference, models, recipes, training  # noqa: E402
 from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS  # noqa: E402
 
 
@@ -40,10 +40,10 @@ def train_command(args) -> dict:
     hp = training.HyperParameters(image_size=args.image_size)
     photos, source = benchmarks.sample_photos(args.data_dir, args.images, args.image_size)
     rs = artifacts.open_result_set(args.artifacts) if args.artifacts and os.path.isdir(args.artifacts) else None
-    # The models that set trained on fresh random crops: their epochs cost the augmentation too.
-    augmented = {m for m, info in rs.models.items() if (info.get("recipe") or {}).get("augmentation") == "random"} if rs else set()
+    # Each model timed as that set trained it: fresh random crops cost their augmentation, at their training size.
+    trained_with = {m: recipes.Recipe.from_json(info["recipe"]) for m, info in rs.models.items() if info.get("recipe")} if rs else {}
     measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model, args.rounds,
-                                             args.train_precision, augmented)
+                                             args.train_precision, trained_with)
     projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}
     recorded = None
     if rs:
@@ -69,7 +69,7 @@ def train_command(args) -> dict:
     for model_id, cost in measured["costs"].items():
         frozen = cost.get("frozen_features_ms")
         print(f"  {model_id:20s} train {cost['train_ms']:5.1f} /image/epoch"
-              + (" (fresh random crops)" if cost["augmentation"] == "random" else "")
+              + (f" (fresh random crops at {cost['train_size']} px)" if cost["augmentation"] == "random" else "")
               + f", validation {cost['validation_ms']:4.1f}, "
               f"final evaluation {cost['evaluation_ms']:5.1f}" + (f", frozen top block {frozen['train_views']:.1f}" if frozen else ""))
     n = benchmarks.FULL_DATASET

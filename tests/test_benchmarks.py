@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from core import benchmarks, training
+from core import benchmarks, recipes, training
 
 
 def test_projection_counts_every_step_of_a_run():
@@ -105,10 +105,11 @@ def test_grown_copies_split_apart_from_their_originals_are_counted(tmp_path):
     assert benchmarks.copies_apart(plan) == {"copies": found["copies"], "apart": 1}
 
 
-def test_models_trained_on_fresh_random_crops_are_timed_with_them():
+def test_models_trained_on_fresh_random_crops_are_timed_with_them_at_their_training_size():
     photos = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     weights = {"vgg16": "random", "resnet50": "random"}
+    trained_with = {"cnn": recipes.Recipe(1e-3), "cnn_attention": recipes.Recipe(1e-3, augmentation="random", train_size=24)}
     measured = benchmarks.training_benchmark(photos, 4, weights, training.HyperParameters(image_size=32, batch_size=4),
-                                             rounds=1, augmented={"cnn_attention"})
-    assert {m: c["augmentation"] for m, c in measured["costs"].items() if c["augmentation"] == "random"} == {
-        "cnn_attention": "random"}
+                                             rounds=1, trained_with=trained_with)
+    assert {m: (c["augmentation"], c["train_size"]) for m, c in measured["costs"].items() if m.startswith("cnn")} == {
+        "cnn": ("views", 32), "cnn_attention": ("random", 24)}

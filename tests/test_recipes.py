@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import TINY_HP
-from core import artifacts, models, recipes, training
+from core import artifacts, augmentation, inference, models, recipes, training
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 
@@ -188,3 +189,29 @@ def test_a_result_set_from_before_recipes_resumes_as_the_study_recipe(tiny_data,
     (old / artifacts.MANIFEST).write_text(json.dumps(manifest))
     status = training.run(tiny_data, old, hp=training.HyperParameters(**TINY_HP), random_backbones=True, progress=False)
     assert set(status.values()) == {"done"}
+
+
+def test_a_model_trained_on_smaller_crops_is_validated_stored_and_tested_at_the_image_size(tiny_data, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="train_size needs augmentation='random'"):
+        recipes.Recipe(1e-3, train_size=32)
+    assert "trained at 32 px" in recipes.Recipe(1e-3, augmentation="random", train_size=32).describe()
+    crop_sizes = set()
+    draw = augmentation.random_crop_flip_jitter
+
+    def recording(batch, size=None):
+        crops = draw(batch, size)
+        crop_sizes.add(tuple(crops.shape[1:3]))
+        return crops
+
+    monkeypatch.setattr(augmentation, "random_crop_flip_jitter", recording)
+    hp = training.HyperParameters(**{**TINY_HP, "epochs": 2})
+    out = tmp_path / "smaller"
+    status = training.run(tiny_data, out, ["cnn_attention"], hp, random_backbones=True, progress=False,
+                          recipe=recipes.TUNED, recipe_changes=["cnn_attention.train_size=32"])
+    assert status == {"cnn_attention": "trained"} and crop_sizes == {(32, 32)}
+    result_set = artifacts.open_result_set(out)
+    assert result_set.models["cnn_attention"]["recipe"]["train_size"] == 32
+    model = inference.load_model(result_set, "cnn_attention")
+    assert model.input_shape[1:3] == (TINY_HP["image_size"],) * 2
+    history = pd.read_csv(out / "cnn_attention" / "history.csv")
+    assert len(history) == 2 and history["val_loss"].notna().all()
