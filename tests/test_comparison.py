@@ -30,5 +30,6 @@ def test_recipes_read_back_from_a_model_json_and_say_what_they_are():
     assert recipes.for_model(recipes.STUDY, "vgg16").describe() == (
         "Adam 1e-05; constant rate; plain cross-entropy; the cached views")
     text = tuned_cnn.describe()
-    assert f"cosine decay to zero at epoch {tuned_cnn.cosine_epochs}" in text and "cached views" in text
+    assert f"cosine decay to zero at epoch {tuned_cnn.cosine_epochs}" in text and "trained at 160 px" in text
+    assert "cached views" in recipes.for_model(recipes.TUNED, "vgg16").describe()
     assert "fresh random crops" in recipes.Recipe(1e-3, augmentation="random").describe()
