@@ -389,7 +389,8 @@ class Phase(logging.Handler):
         peak[:] = [0, 0]
 logging.getLogger("core.training").addHandler(Phase())
 logging.getLogger("core.training").setLevel(logging.INFO)
-status = training.run({data!r}, {out!r}, hp=training.HyperParameters(**{hp!r}), weights_dir={weights!r}, progress=False)
+status = training.run({data!r}, {out!r}, hp=training.HyperParameters(**{hp!r}), weights_dir={weights!r}, progress=False,
+                      recipe={recipe!r}, train_precision={train_precision!r})
 sample()
 print(json.dumps({{"status": status, "seconds": time.perf_counter() - start, "phases": phases,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -397,19 +398,23 @@ print(json.dumps({{"status": status, "seconds": time.perf_counter() - start, "ph
 """
 
 
-def training_memory(source, counts: list[int], hp: training.HyperParameters, weights_dir=None) -> dict:
-    """Peak resident memory and wall time of a real training of all six models, per dataset size.
+def training_memory(source, counts: list[int], hp: training.HyperParameters, weights_dir=None,
+                    recipe: str = recipes.STUDY, train_precision: str = "float32") -> dict:
+    """Peak resident memory and wall time of a real training of all six models under ``recipe``, per dataset
+    size (the tuned recipe's CNNs hold their photos and draw fresh crops instead of reading cached views).
 
     Each size is trained in a fresh process (peak memory is per process) on ``grow_dataset``'s copy; phases
     end at training's log lines (photos loaded, each model trained), each with its own peak.
     """
     root = Path(__file__).resolve().parents[1]
-    result = {"machine": machine(), "hyper_parameters": hp.__dict__, "runs": {}}
+    result = {"machine": machine(), "hyper_parameters": hp.__dict__, "recipe": recipe,
+              "train_precision": train_precision, "runs": {}}
     for count in counts:
         with tempfile.TemporaryDirectory() as tmp:
             data = grow_dataset(source, Path(tmp) / "data", count)
             code = _MEMORY_CHILD.format(root=str(root), data=str(data), out=str(Path(tmp) / "out"),
-                                        hp=hp.__dict__, weights=weights_dir)
+                                        hp=hp.__dict__, weights=weights_dir, recipe=recipe,
+                                        train_precision=train_precision)
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
             if done.returncode:
                 raise RuntimeError(f"training on {count} photos failed: {done.stderr[-2000:]}")

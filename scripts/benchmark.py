@@ -11,6 +11,8 @@ its own photos (with --train-precision auto and a tuned set: the tuned recipe's 
 classify: median time of the app's six-model classification with every heatmap against a naive loop.
 cli: seconds from starting scripts/classify.py on one photo to its answer (and the bare TensorFlow import).
 decode: peak memory rise of reading a generated 200 MP phone JPEG (decoded at reduced size).
+memory: peak resident memory of a real training of all six per dataset size (--photos 2000 4000), under --recipe
+study (default) or tuned (with --train-precision auto: the shipped set's training).
 With --image-size, classify builds untrained models of that size (speed does not depend on training).
 """
 
@@ -144,7 +146,9 @@ def decode_command(args) -> dict:
 
 def memory_command(args) -> dict:
     hp = training.HyperParameters(image_size=args.image_size, epochs=args.epochs, patience=args.epochs)
-    result = benchmarks.training_memory(args.data_dir, args.photos, hp, args.weights_dir)
+    print(f"recipe {args.recipe}, trained parts in {args.train_precision}")
+    result = benchmarks.training_memory(args.data_dir, args.photos, hp, args.weights_dir, args.recipe,
+                                        args.train_precision)
     for count, run in result["runs"].items():
         copies = run["copies_in_another_split"]
         print(f"{count} photos: peak {run['peak_rss_mb']:.0f} MB resident, {run['peak_anon_mb']:.0f} MB of it not "
@@ -195,6 +199,8 @@ def main(argv=None) -> int:
     memory.add_argument("--image-size", type=int, default=224)
     memory.add_argument("--epochs", type=int, default=1, help="per model (the peak is reached in the first)")
     memory.add_argument("--weights-dir", default=None)
+    memory.add_argument("--recipe", choices=recipes.RECIPES, default=recipes.STUDY, help="how the models train")
+    memory.add_argument("--train-precision", choices=training.TRAIN_PRECISIONS, default="float32")
     for p in (train, classify, cli, decode, memory):
         p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     args = parser.parse_args(argv)
