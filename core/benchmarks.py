@@ -113,9 +113,10 @@ def _evaluation_ms(model, spec, explain_inputs, photos, num_classes: int) -> flo
 
 def training_benchmark(photos, num_classes: int, weights, hp: training.HyperParameters, compare: str = "resnet50",
                        rounds: int = 5, train_precision: str = "float32",
-                       trained_with: dict[str, recipes.Recipe] | None = None) -> dict:
-    """Per-image costs of every step of a training run, and for the fine-tuned model ``compare`` an epoch with
-    the trunk cache against a naive end-to-end ``fit`` (the trunk frozen but recomputed for every batch).
+                       trained_with: dict[str, recipes.Recipe] | None = None, model_ids=MODEL_IDS) -> dict:
+    """Per-image costs of every step of a training run of ``model_ids`` (default: all six), and for the
+    fine-tuned model ``compare``, where timed, an epoch with the trunk cache against a naive end-to-end ``fit``
+    (the trunk frozen but recomputed for every batch).
     ``train_precision``: the arithmetic of the trained parts (the study's recipe: float32; the tuned one: auto).
     ``trained_with``: the recipes a result set recorded, per model; a model whose recipe draws fresh random
     crops every epoch (core/augmentation.py) is timed with them, at the recipe's training size.
@@ -127,9 +128,9 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
     splits = {"train": [photos], "validation": photos, "test": photos}
     precision = training.resolve_precision()
     train_precision = training.resolve_precision(train_precision, training.TRAIN_PRECISIONS)
-    costs = {m: {} for m in MODEL_IDS}
+    costs = {m: {} for m in model_ids}
     trunk_ms, cached = {}, {}
-    for model_id in MODEL_IDS:
+    for model_id in model_ids:
         spec = MODEL_SPECS[model_id]
         model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
         inputs = splits  # what the trained part reads, per split: photos, trunk output or frozen features

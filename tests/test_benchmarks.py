@@ -110,6 +110,7 @@ def test_models_trained_on_fresh_random_crops_are_timed_with_them_at_their_train
     weights = {"vgg16": "random", "resnet50": "random"}
     trained_with = {"cnn": recipes.Recipe(1e-3), "cnn_attention": recipes.Recipe(1e-3, augmentation="random", train_size=24)}
     measured = benchmarks.training_benchmark(photos, 4, weights, training.HyperParameters(image_size=32, batch_size=4),
-                                             rounds=1, trained_with=trained_with)
-    assert {m: (c["augmentation"], c["train_size"]) for m, c in measured["costs"].items() if m.startswith("cnn")} == {
+                                             rounds=1, trained_with=trained_with, model_ids=("cnn", "cnn_attention"))
+    assert {m: (c["augmentation"], c["train_size"]) for m, c in measured["costs"].items()} == {
         "cnn": ("views", 32), "cnn_attention": ("random", 24)}
+    assert all(c["train_ms"] > 0 for c in measured["costs"].values()) and measured["cache_vs_naive"] == {}
