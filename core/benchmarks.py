@@ -402,7 +402,7 @@ print(json.dumps({{"status": status, "seconds": time.perf_counter() - start, "ph
 def training_memory(source, counts: list[int], hp: training.HyperParameters, weights_dir=None,
                     recipe: str = recipes.STUDY, train_precision: str = "float32") -> dict:
     """Peak resident memory and wall time of a real training of all six models under ``recipe``, per dataset
-    size (the tuned recipe's CNNs hold their photos and draw fresh crops instead of reading cached views).
+    size (the tuned recipe's CNNs draw fresh crops from the decoded photos instead of reading cached views).
 
     Each size is trained in a fresh process (peak memory is per process) on ``grow_dataset``'s copy; phases
     end at training's log lines (photos loaded, each model trained), each with its own peak.

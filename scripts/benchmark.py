@@ -77,8 +77,8 @@ def train_command(args) -> dict:
     n = benchmarks.FULL_DATASET
     print(f"Projected, not measured (the full dataset is not here): all six on the full dataset "
           f"({n['train']:,} train, {n['validation']} validation, {n['test']} test images, {hp.views} views):")
-    for name, label in (("all_epochs", f"every model all {hp.epochs} epochs (worst case)"),
-                        ("recorded_epochs", f"the epochs early stopping needed in {args.artifacts}")):
+    for name, label in (("all_epochs", f"every model all {hp.epochs} epochs (the study recipe's worst case)"),
+                        ("recorded_epochs", f"the epochs each model of {args.artifacts} ran")):
         if name in projections:
             p = projections[name]
             print(f"  {label}: {p['total_minutes']:.0f} min ({p['loading_minutes']:.1f} reading photos, "
