@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import magic as streamlit_magic
 from streamlit.testing.v1.util import patch_config_options
 
@@ -563,6 +564,21 @@ def test_several_page_sessions_at_once_each_show_their_own_sample(tiny_results, 
     # Each AppTest run switches Streamlit's global "global.appTest" option on and, when it ends, back: with
     # runs overlapping, one run's end would switch it off under another (whose selectbox then has no
     # formatter). Holding it on for the whole block leaves only the app's own concurrency under test.
+    # Each AppTest run also installs a mock Streamlit Runtime of its own and removes it when it ends: with runs
+    # overlapping, one run's end would remove it under another (whose script then fails with "Runtime hasn't
+    # been created!"). Any run's mock serves another, so a run that finds none gets the last one installed,
+    # which a first run, alone, records.
+    installed = {}
+
+    def runtime(cls):
+        if cls._instance is not None:
+            installed["runtime"] = cls._instance
+        return installed["runtime"]
+
+    monkeypatch.setattr(Runtime, "instance", classmethod(runtime))
+    monkeypatch.setattr(Runtime, "exists", classmethod(lambda cls: cls._instance is not None or "runtime" in installed))
+    page_app(tiny_results).run()
+    assert "runtime" in installed
     with patch_config_options({"global.appTest": True}), ThreadPoolExecutor(len(picks)) as pool:
         sessions = dict(zip(picks, pool.map(session, picks)))
     for i, at in sessions.items():
