@@ -21,11 +21,13 @@ PREFIX = "This file cannot be classified: "
 # over the size limit, which Streamlit itself refuses before the page sees it, has its own test below.
 BATTERY = ["notes.jpg", "bomb.png", "animated.webp", "photo.bmp", "photo.jpg"]
 # Counts the app script's state changes: a run that starts and ends between two polls still leaves a count.
+# The previous upload's observer is disconnected first, so that a late change of its run counts for no one.
 WATCH_RUNS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
+    if (window.scriptStateObserver) window.scriptStateObserver.disconnect();
     window.scriptStateChanges = 0;
-    new MutationObserver(records => { window.scriptStateChanges += records.length; })
-        .observe(app, {attributes: true, attributeFilter: ["data-test-script-state"]});
+    window.scriptStateObserver = new MutationObserver(records => { window.scriptStateChanges += records.length; });
+    window.scriptStateObserver.observe(app, {attributes: true, attributeFilter: ["data-test-script-state"]});
 }"""
 
 
