@@ -3,7 +3,8 @@
 The backbone models train on cached trunk outputs and so can only see a fixed set of views per photo
 (``training.make_views``); a CNN reads the photos themselves, and a model learnt from scratch on about a
 thousand photos needs every epoch to look different (Krizhevsky et al. 2012; He et al. 2016 for the
-crop scales). Applied to a float32 batch of 0-255 pixels, inside the tf.data pipeline.
+crop scales). Applied to a float32 batch of 0-255 pixels, inside the tf.data pipeline; CutMix, where a
+recipe asks for it, then mixes the batch's images and their labels.
 """
 
 from __future__ import annotations
@@ -48,3 +49,33 @@ def random_crop_flip_jitter(batch: tf.Tensor, size: int | None = None) -> tf.Ten
     grey = tf.reduce_mean(images, axis=-1, keepdims=True)
     images = grey + (images - grey) * uniform(*JITTER, factor_shape)
     return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def cutmix(images: tf.Tensor, labels: tf.Tensor, classes: int, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """CutMix (Yun et al. 2019): a box of each image of the batch replaced by the same box of another image of
+    the batch, and its target the two labels weighted by the areas they show.
+
+    As in the paper's code, one box per batch: its share of the area drawn from Beta(``alpha``, ``alpha``), its
+    centre uniform over the image, clipped at the edges (the targets follow the clipped area). Returns the
+    images and the targets (N x ``classes``, each row summing to 1).
+    """
+    count, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    partner = tf.random.shuffle(tf.range(count))
+    first, second = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+    side = tf.sqrt(second / (first + second))  # the box's side over the image's: area share ~ Beta(alpha, alpha)
+
+    def span(size):
+        size_f = tf.cast(size, tf.float32)
+        centre = tf.random.uniform([], 0.0, size_f)
+        low = tf.cast(tf.clip_by_value(centre - side * size_f / 2, 0.0, size_f), tf.int32)
+        high = tf.cast(tf.clip_by_value(centre + side * size_f / 2, 0.0, size_f), tf.int32)
+        inside = (tf.range(size) >= low) & (tf.range(size) < high)
+        return inside, tf.cast(high - low, tf.float32) / size_f
+
+    rows, row_share = span(height)
+    columns, column_share = span(width)
+    box = (rows[:, None] & columns[None, :])[None, :, :, None]
+    mixed = tf.where(box, tf.gather(images, partner), images)
+    pasted = row_share * column_share
+    own = tf.one_hot(tf.cast(labels, tf.int32), classes)
+    return mixed, (1 - pasted) * own + pasted * tf.gather(own, partner)

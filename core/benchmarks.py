@@ -64,10 +64,12 @@ def read_ms_per_full_size_photo(repeats: int = 5) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def _epoch_timer(trainable: keras.Model, x, y, batch_size: int, augment=None):
-    """A function timing one training epoch over (x, y) as ``training.fit`` runs it, each batch through
-    ``augment`` if given; the first epoch, which pays for tracing, is run here."""
-    training.compile_for_training(trainable, recipes.Recipe(1e-5))
+def _epoch_timer(trainable: keras.Model, x, y, batch_size: int, recipe: recipes.Recipe | None = None):
+    """A function timing one training epoch over (x, y) as ``training.fit`` runs it under ``recipe`` (its loss,
+    and its fresh views of every batch where it draws them); the first epoch, which pays for tracing, is run here."""
+    recipe = recipe or recipes.Recipe(1e-5)
+    training.compile_for_training(trainable, recipe)
+    augment = training.augmenter(recipe, trainable.output_shape[-1])
     batches = training.view_batches([x], y, batch_size, seed=0, augment=augment)
     trainable.fit(batches, epochs=1, verbose=0, shuffle=False)
 
@@ -146,8 +148,7 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
         recipe = (trained_with or {}).get(model_id)
         trainable = training.learner_for(models.trained_part(model, spec), train_precision,
                                          any_image_size=bool(recipe and recipe.train_size))
-        augment = training.augmenter(recipe) if recipe else None
-        cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size, augment)
+        cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size, recipe)
         costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
         costs[model_id]["augmentation"] = recipe.augmentation if recipe else "views"
         costs[model_id]["train_size"] = (recipe.train_size if recipe else 0) or hp.image_size

@@ -57,6 +57,9 @@ class Recipe:
     # ``head_learning_rate``, on the frozen features; then the whole trained part, by the rest of the recipe.
     head_epochs: int = 0
     head_learning_rate: float = 1e-3
+    # CutMix (Yun et al. 2019) on the fresh crops, with this Beta(alpha, alpha) for the pasted box's area (0: none):
+    # each batch trains on images part one photo and part another, against targets mixed by area.
+    cutmix: float = 0.0
 
     def __post_init__(self):
         if self.augmentation not in AUGMENTATIONS:
@@ -67,6 +70,8 @@ class Recipe:
             raise ValueError("the cosine schedule needs cosine_epochs > warmup_epochs")
         if self.train_size and self.augmentation != "random":
             raise ValueError("train_size needs augmentation='random': the cached views are at the image size")
+        if self.cutmix and self.augmentation != "random":
+            raise ValueError("cutmix needs augmentation='random': it mixes photos, not cached trunk outputs")
 
     def make_optimizer(self) -> keras.optimizers.Optimizer:
         if self.optimizer == "adamw":
@@ -90,7 +95,7 @@ class Recipe:
     def head_phase(self) -> Recipe:
         """The recipe of the classifier-only epochs: this one's optimizer and loss at the head's constant rate."""
         return Recipe(self.head_learning_rate, optimizer=self.optimizer, weight_decay=self.weight_decay,
-                      label_smoothing=self.label_smoothing, augmentation=self.augmentation)
+                      label_smoothing=self.label_smoothing, augmentation=self.augmentation, cutmix=self.cutmix)
 
     @property
     def stops_early(self) -> bool:
@@ -112,8 +117,8 @@ class Recipe:
         return self.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
     def loss(self) -> keras.losses.Loss:
-        if self.label_smoothing:
-            return SmoothedSparseCrossentropy(self.label_smoothing)
+        if self.label_smoothing or self.cutmix:
+            return SmoothedCrossentropy(self.label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy()
 
     def to_json(self) -> dict:
@@ -140,26 +145,48 @@ class Recipe:
         views = "fresh random crops, mirrors and colour jitter" if self.augmentation == "random" else "the cached views"
         if self.train_size:
             views += f", trained at {self.train_size} px"
+        if self.cutmix:
+            views += f", CutMix (alpha {self.cutmix:g})"
         head = (f"; the classifier alone first, {self.head_epochs} epochs at {self.head_learning_rate:g}"
                 if self.head_epochs else "")
         return f"{optimizer}; {schedule}; {loss}; {views}{head}"
 
 
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy against label-smoothed targets (Szegedy et al. 2016) for integer labels, which Keras'
-    sparse cross-entropy does not smooth."""
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy against label-smoothed targets (Szegedy et al. 2016), for integer labels (which Keras'
+    sparse cross-entropy does not smooth) or for target distributions (CutMix's training batches)."""
 
-    def __init__(self, label_smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs):
+    def __init__(self, label_smoothing: float, name: str = "smoothed_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        classes = keras.ops.shape(y_pred)[-1]
-        targets = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
-        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
+        return keras.losses.categorical_crossentropy(as_targets(y_true, y_pred), y_pred,
+                                                     label_smoothing=self.label_smoothing)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def as_targets(y_true, y_pred):
+    """Integer labels as one-hot rows of ``y_pred``'s width; target distributions (one row per item) as they are.
+    Which one is known when the function is traced: a model's training and validation steps are traced apart."""
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1:
+        return keras.ops.cast(y_true, y_pred.dtype)
+    return keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), keras.ops.shape(y_pred)[-1])
+
+
+class TopLabelAccuracy(keras.metrics.MeanMetricWrapper):
+    """Accuracy against integer labels or target distributions: whether the top probability is on the label, or
+    on the target's largest share (for a CutMix batch, the photo that shows most)."""
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(self.matches, name=name, **kwargs)
+
+    @staticmethod
+    def matches(y_true, y_pred):
+        wanted = keras.ops.argmax(as_targets(y_true, y_pred), axis=-1)
+        return keras.ops.cast(keras.ops.equal(wanted, keras.ops.argmax(y_pred, axis=-1)), "float32")
 
 
 def for_model(recipe: str, model_id: str) -> Recipe:

@@ -13,7 +13,6 @@ the app computes them, so every reported figure is what a user gets.
 
 from __future__ import annotations
 
-import functools
 import gc
 import io
 import json
@@ -96,7 +95,7 @@ def compile_for_training(trainable: keras.Model, recipe: recipes.Recipe) -> None
         trainable.compile(
             optimizer=recipe.make_optimizer(),
             loss=recipe.loss(),
-            metrics=["accuracy"],
+            metrics=[recipes.TopLabelAccuracy()],
             # One step per call over several replicas: Keras 3 fails otherwise (keras-team/keras#19246).
             steps_per_execution=STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1,
         )
@@ -147,7 +146,8 @@ def make_views(photos, views: int, seed: int, folder: Path | None = None, chunk:
 def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, seed: int,
                  shuffle: bool = True, augment=None) -> tf.data.Dataset:
     """Batches of (input, label) in a new order every epoch (in order without ``shuffle``), each item as one
-    of its views drawn at random, then passed through ``augment`` (a function of a float32 batch) if given.
+    of its views drawn at random, then passed through ``augment`` if given (a function of a float32 batch and
+    its labels, returning the batch and its targets: see ``augmenter``).
 
     The order and the views are drawn inside tf.data; the rows are gathered from ``views`` (arrays or
     ``cache.StoredArray`` files) one batch at a time, so that no copy of every view is ever made.
@@ -168,7 +168,7 @@ def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, s
         inputs, picked = tf.numpy_function(rows, [view, item], (tf.float32, tf.as_dtype(labels.dtype)))
         inputs.set_shape((None, *row_shape))
         picked.set_shape((None,))
-        return (inputs if augment is None else augment(inputs)), picked
+        return (inputs, picked) if augment is None else augment(inputs, picked)
 
     return picks.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -245,12 +245,18 @@ def learner_for(trainable: keras.Model, precision: str, any_image_size: bool = F
         return models.with_compute_dtype(trainable, policy, float32_output=True, any_image_size=any_image_size)
 
 
-def augmenter(recipe: recipes.Recipe):
-    """The function drawing each training batch's fresh views under ``recipe`` (at its training size), or None
-    where the recipe trains on the cached views."""
+def augmenter(recipe: recipes.Recipe, classes: int):
+    """The function drawing each training batch's fresh views under ``recipe`` (at its training size, then
+    CutMix if the recipe asks for it) and their targets (the labels, or with CutMix, mixed targets over
+    ``classes``), or None where the recipe trains on the cached views."""
     if recipe.augmentation != "random":
         return None
-    return functools.partial(augmentation.random_crop_flip_jitter, size=recipe.train_size or None)
+
+    def fresh_views(images, labels):
+        images = augmentation.random_crop_flip_jitter(images, recipe.train_size or None)
+        return augmentation.cutmix(images, labels, classes, recipe.cutmix) if recipe.cutmix else (images, labels)
+
+    return fresh_views
 
 
 def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed,
@@ -265,7 +271,8 @@ def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, va
     learner = learner_for(trainable, precision, any_image_size=bool(recipe.train_size))
     monitor = "val_loss" if len(y_val) else "loss"
     epoch_log = EpochLog()
-    batches = view_batches(train_views, y_train, hp.batch_size, seed, augment=augmenter(recipe))
+    batches = view_batches(train_views, y_train, hp.batch_size, seed,
+                           augment=augmenter(recipe, trainable.output_shape[-1]))
     validation = view_batches([val_x], y_val, hp.batch_size, seed, shuffle=False) if len(y_val) else None
     verbose = 1 if sys.stdout.isatty() else 2
     if recipe.head_epochs:

@@ -1,6 +1,7 @@
-"""Fresh random augmentation for the CNNs: crops, mirrors and colour jitter that keep a photo a photo."""
+"""Fresh random augmentation for the CNNs: crops, mirrors and colour jitter that keep a photo a photo; CutMix."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from core import augmentation
@@ -52,3 +53,26 @@ def test_colour_jitter_never_swaps_which_channel_of_a_pixel_is_larger(monkeypatc
     redder = source[..., 0] > source[..., 2] + 1
     assert redder.any() and np.all(out[..., 0][redder] >= out[..., 2][redder])
     assert not np.allclose(out, source, atol=1)
+
+
+def test_cutmix_pastes_one_box_of_a_partner_into_each_image_and_mixes_the_targets_by_its_area():
+    count, size = 16, 20
+    batch = np.repeat(np.arange(count, dtype=np.float32)[:, None, None, None] * 10, size, 1)
+    batch = np.repeat(np.repeat(batch, size, 2), 3, 3)  # image i is the constant 10 i
+    shares = []
+    for _ in range(20):
+        mixed, targets = (t.numpy() for t in augmentation.cutmix(tf.constant(batch), tf.range(count), count, 1.0))
+        assert mixed.shape == batch.shape and targets.shape == (count, count)
+        np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+        boxes = set()
+        for i in range(count):
+            values, pixels = np.unique(mixed[i, :, :, 0], return_counts=True)
+            partner = [int(v) // 10 for v in values if int(v) // 10 != i]
+            pasted = 0.0 if not partner else pixels[values != 10 * i].sum() / size**2
+            assert len(partner) <= 1 and targets[i, i] == pytest.approx(1 - pasted, abs=1e-6)
+            if partner:
+                assert targets[i, partner[0]] == pytest.approx(pasted, abs=1e-6)
+                boxes.add(tuple(map(tuple, np.argwhere(mixed[i, :, :, 0] != 10 * i)[[0, -1]])))
+        assert len(boxes) <= 1  # one box for the whole batch
+        shares.append(1 - targets[0, 0] if targets[0].max() < 1 else 0.0)
+    assert len(set(np.round(shares, 4))) > 5  # the box's size is drawn anew for every batch

@@ -142,6 +142,32 @@ def test_head_epochs_train_the_classifier_alone_then_everything():
     assert "the classifier alone first, 2 epochs at 0.1" in recipes.Recipe(1e-2, head_epochs=2, head_learning_rate=0.1).describe()
 
 
+def test_cutmix_trains_on_mixed_targets_and_validates_on_the_labels():
+    with pytest.raises(ValueError, match="cutmix needs augmentation='random'"):
+        recipes.Recipe(1e-3, cutmix=1.0)
+    cutmix = recipes.Recipe(3e-3, augmentation="random", cutmix=1.0)
+    assert "CutMix (alpha 1)" in cutmix.describe() and cutmix.head_phase().cutmix == 1.0
+    # Mixed targets: the smoothed loss is the cross-entropy against them; the accuracy asks for their largest share.
+    probs = np.array([[0.6, 0.3, 0.1]], np.float32)
+    targets = np.array([[0.25, 0.75, 0.0]], np.float32)
+    assert float(cutmix.loss()(targets, probs)) == pytest.approx(-(targets * np.log(probs)).sum(), rel=1e-5)
+    accuracy = recipes.TopLabelAccuracy()
+    accuracy.update_state(targets, probs)
+    assert float(accuracy.result()) == 0.0
+    # Red photos against blue ones: a small CNN learns them on CutMix batches and is validated on plain labels.
+    rng = np.random.default_rng(3)
+    y = np.arange(64) % 2
+    x = rng.uniform(0, 60, size=(64, 16, 16, 3)).astype(np.float32)
+    x[y == 0, :, :, 0] += 180
+    x[y == 1, :, :, 2] += 180
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    history, _ = training.fit(model, cutmix, [x], y, x, y, training.HyperParameters(batch_size=16, epochs=30,
+                                                                                      patience=30), 0)
+    assert history["loss"].notna().all() and history["val_accuracy"].iloc[-1] == 1.0
+
+
 def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(tiny_data, tmp_path):
     hp = training.HyperParameters(**{**TINY_HP, "epochs": 1})
     out = tmp_path / "tuned"
