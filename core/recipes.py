@@ -236,9 +236,10 @@ TUNED_PATIENCE = 8
 #   The plain CNN over 100 epochs on the cached views: 61.8 %; on fresh random crops at 160 px over 150 epochs
 #   (about the time of 60 epochs at 224 px): 65.7 %; the same with weight decay 0.1 instead of 0.05, over three
 #   seeds: 67.4 % against 65.5 % (means) and a lower validation loss for each seed (what limits it is generalising
-#   from 46 photos per class, not fitting them).
+#   from 46 photos per class, not fitting them); weight decay 0.2, three seeds: the same accuracy (67.2 %) and
+#   again a lower validation loss for each seed (1.654 against 1.698, means): chosen on the loss.
 TUNED_RECIPES = {
-    "cnn": Recipe(2e-3, optimizer="adamw", weight_decay=0.1, schedule="cosine", label_smoothing=0.1,
+    "cnn": Recipe(2e-3, optimizer="adamw", weight_decay=0.2, schedule="cosine", label_smoothing=0.1,
                   cosine_epochs=150, warmup_epochs=2, augmentation="random", train_size=160),
     "cnn_attention": Recipe(2e-3, optimizer="adamw", weight_decay=0.05, schedule="cosine", label_smoothing=0.1,
                             cosine_epochs=100, warmup_epochs=2, augmentation="random", train_size=160),
