@@ -7,7 +7,8 @@ Layout of a result set ``OUT/``::
     dataset.json          the split: policy, seed, exact file lists, skipped files, duplicate leakage
     samples/<class>/*.jpg every test photo, small (at most SAMPLE_SIDE px), for the pages and as samples
     <model id>/
-        model.json        the model's spec, training summary, parameter count, stored size
+        model.json        the model's spec (with where its frozen trunk ends), training summary, parameter
+                          count, stored size
         model.keras       (CNNs) the whole model
         top.weights.h5    (backbone models) only what training changed: the unfrozen block and the head;
                           the frozen rest is rebuilt from the ImageNet weights
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.specs import MODEL_IDS
+from core.specs import MODEL_IDS, MODEL_SPECS, ModelSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -368,6 +369,11 @@ class ResultSet:
             return None
         info, arrays = stored
         return info, {b: Predictions(arrays["files"], arrays["y_true"], arrays[f"{b}.probs"]) for b in info["backbones"]}
+
+    def spec(self, model_id: str) -> ModelSpec:
+        """The model as this set trained it: its trunk cut where ``model.json`` records one (``trunk_output``;
+        sets made before it was recorded cut every backbone at its usual layer)."""
+        return MODEL_SPECS[model_id].cut_at(self.models[model_id].get("trunk_output"))
 
     def weights_path(self, model_id: str) -> Path:
         name = TOP_WEIGHTS if self.models[model_id]["backbone"] else WHOLE_MODEL

@@ -121,7 +121,8 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
     (the trunk frozen but recomputed for every batch).
     ``train_precision``: the arithmetic of the trained parts (the study's recipe: float32; the tuned one: auto).
     ``trained_with``: the recipes a result set recorded, per model; a model whose recipe draws fresh random
-    crops every epoch (core/augmentation.py) is timed with them, at the recipe's training size.
+    crops every epoch (core/augmentation.py) is timed with them, at the recipe's training size, and a backbone
+    is cut where its fine-tuned model's recipe fine-tunes from (``training.trained_specs``).
 
     The two epochs are timed alternately, ``rounds`` times: this machine's speed drifts, and alternating
     keeps the drift out of the ratio.
@@ -132,9 +133,11 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
     train_precision = training.resolve_precision(train_precision, training.TRAIN_PRECISIONS)
     costs = {m: {} for m in model_ids}
     trunk_ms, cached = {}, {}
+    specs = training.trained_specs(trained_with) if trained_with else {}
     for model_id in model_ids:
-        spec = MODEL_SPECS[model_id]
-        model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
+        spec = specs.get(model_id, MODEL_SPECS[model_id])
+        model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone),
+                                   spec.frozen_through)
         inputs = splits  # what the trained part reads, per split: photos, trunk output or frozen features
         if spec.backbone:
             trunk = models.trunk_model(model, spec)
@@ -156,7 +159,8 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
             lambda: trainable.evaluate(inputs["validation"].astype(np.float32), labels, verbose=0), len(photos))
         costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, inputs["test"], photos, num_classes)
         if model_id == compare:
-            naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone))
+            naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone),
+                                             spec.frozen_through)
             naive_epoch = _epoch_timer(training.learner_for(naive_model, train_precision), photos, labels,
                                        hp.batch_size)
             timed = [(cached_epoch(), naive_epoch()) for _ in range(rounds)]
@@ -243,9 +247,10 @@ def naive_classify_functions(loaded: dict[str, keras.Model]):
     return run
 
 
-def classify_benchmark(loaded: dict[str, keras.Model], image, runs: int = 10) -> dict:
-    """Median milliseconds: the app's six-model classification with all heatmaps vs the naive loop."""
-    classifier = Classifier(loaded)
+def classify_benchmark(loaded: dict[str, keras.Model], image, runs: int = 10, specs=None) -> dict:
+    """Median milliseconds: the app's six-model classification with all heatmaps vs the naive loop.
+    ``specs``: where each model's trunk ends, as its result set recorded (``inference.LoadedModels.specs``)."""
+    classifier = Classifier(loaded, specs=specs)
     naive = naive_classify_functions(loaded)
     batch = images.to_array(image, classifier.image_size)[None].astype(np.float32)
     classifier.classify_image(image)

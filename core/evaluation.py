@@ -13,7 +13,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from core import artifacts, calibration, dataset, inference, models, stats
 from core.explain import Explainer
-from core.specs import MODEL_SPECS, ModelSpec
+from core.specs import ModelSpec
 
 # Test images used for the Grad-CAM randomisation check; a few dozen give a stable mean correlation.
 SANITY_IMAGES = 48
@@ -165,7 +165,7 @@ def _loadable(result_set, model_ids, weights_dir, status: dict):
         except inference.ModelUnavailable as err:
             status[model_id] = str(err)
             continue
-        yield model_id, model, MODEL_SPECS[model_id]
+        yield model_id, model, result_set.spec(model_id)
 
 
 def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:

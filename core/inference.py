@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from core import artifacts, calibration, images, models, openset
 from core.explain import Explainer, Explanation
-from core.specs import MODEL_IDS, MODEL_SPECS
+from core.specs import MODEL_IDS, MODEL_SPECS, ModelSpec
 
 
 class ModelUnavailable(RuntimeError):
@@ -35,6 +35,8 @@ class LoadedModels:
     pooled_features: dict[str, keras.Model]
     # model id -> the temperature its probabilities are scaled by (core.calibration; 1 where none was fitted)
     temperatures: dict[str, float] = field(default_factory=dict)
+    # model id -> the model as its result set trained it (``ResultSet.spec``: where its trunk ends)
+    specs: dict[str, ModelSpec] = field(default_factory=dict)
 
 
 def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=None) -> LoadedModels:
@@ -58,13 +60,20 @@ def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=Non
             except (OSError, ValueError) as err:
                 problems[model_id] = f"{path.name} cannot be loaded: {err}"
         else:
-            key = (info["backbone"], info["backbone_weights"], info["num_classes"], info["image_size"])
+            key = (info["backbone"], info["backbone_weights"], info["num_classes"], info["image_size"],
+                   result_set.spec(model_id).trunk_output)
             families.setdefault(key, []).append(model_id)
-    for (backbone, backbone_weights, num_classes, image_size), family in families.items():
+    for (backbone, backbone_weights, num_classes, image_size, trunk_output), family in families.items():
+        if backbone in pooled:
+            # One trunk per backbone is what the classifiers share: training never cuts a backbone twice in a set.
+            problems.update({m: f"its {backbone} trunk ends at {trunk_output}, the other {backbone} model's elsewhere; "
+                                "a result set shares one trunk per backbone" for m in family})
+            continue
         try:
             weights = "random" if backbone_weights == "random" else models.imagenet_weights(backbone, weights_dir)
             dropouts = {m: result_set.models[m]["dropout"] for m in family}
-            built, pooled_features = models.build_backbone_models(dropouts, num_classes, image_size, weights)
+            built, pooled_features = models.build_backbone_models(
+                dropouts, num_classes, image_size, weights, result_set.spec(family[0]).frozen_through)
         except models.WeightsUnavailable as err:
             problems.update({m: str(err) for m in family})
             continue
@@ -72,7 +81,7 @@ def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=Non
             problems.update({m: f"the {backbone} backbone cannot be built: {err}" for m in family})
             continue
         # One trunk for the family, so one check of its weights against what each model was trained with.
-        trunk_check = models.trunk_signature(built[family[0]], MODEL_SPECS[family[0]])
+        trunk_check = models.trunk_signature(built[family[0]], result_set.spec(family[0]))
         for model_id in family:
             expected = result_set.models[model_id]["trunk_signature"]
             path = result_set.weights_path(model_id)
@@ -83,14 +92,15 @@ def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=Non
                 )
                 continue
             try:
-                models.trained_part(built[model_id], MODEL_SPECS[model_id]).load_weights(path)
+                models.trained_part(built[model_id], result_set.spec(model_id)).load_weights(path)
             except (OSError, ValueError) as err:
                 problems[model_id] = f"{path.name} cannot be loaded: {err}"
                 continue
             loaded[model_id] = built[model_id]
             pooled[backbone] = pooled_features
     temperatures = {m: calibration.temperature(result_set.metrics(m)) for m in loaded}
-    return LoadedModels({m: loaded[m] for m in MODEL_IDS if m in loaded}, problems, pooled, temperatures)
+    return LoadedModels({m: loaded[m] for m in MODEL_IDS if m in loaded}, problems, pooled, temperatures,
+                        {m: result_set.spec(m) for m in loaded})
 
 
 def load_model(result_set: artifacts.ResultSet, model_id: str, weights_dir=None) -> keras.Model:
@@ -150,19 +160,20 @@ def calibrated(explanation: Explanation, temperature: float) -> Explanation:
 class Classifier:
     """Several trained models of one result set, sharing each backbone's trunk, compiled once, and the
     open-set verdict on those same trunks (``judge``, optional). Probabilities are temperature-scaled by
-    ``temperatures`` (model id -> T, ``LoadedModels.temperatures``; none given: as the models output them)."""
+    ``temperatures`` (model id -> T, ``LoadedModels.temperatures``; none given: as the models output them).
+    ``specs``: where each model's trunk ends (``LoadedModels.specs``; none given: at its backbone's usual cut)."""
 
     def __init__(self, loaded: dict[str, keras.Model], judge: OpenSetJudge | None = None,
-                 temperatures: dict[str, float] | None = None):
+                 temperatures: dict[str, float] | None = None, specs: dict[str, ModelSpec] | None = None):
         self.model_ids = [m for m in MODEL_IDS if m in loaded]
         self.temperatures = temperatures or {}
+        self.specs = {m: (specs or {}).get(m, MODEL_SPECS[m]) for m in self.model_ids}
         first = next(iter(loaded.values()))
         self.image_size = int(first.input.shape[1])
-        self.explainers = {m: Explainer(loaded[m], MODEL_SPECS[m]) for m in self.model_ids}
+        self.explainers = {m: Explainer(loaded[m], self.specs[m]) for m in self.model_ids}
         self.judge = judge
         self.trunks = {}
-        for model_id in self.model_ids:
-            spec = MODEL_SPECS[model_id]
+        for model_id, spec in self.specs.items():
             if spec.backbone and spec.backbone not in self.trunks:
                 self.trunks[spec.backbone] = models.compiled_forward(models.trunk_model(loaded[model_id], spec))
 
@@ -171,7 +182,7 @@ class Classifier:
         x = tf.convert_to_tensor(photos, tf.float32)
         trunk_outputs = {name: trunk(x) for name, trunk in self.trunks.items()}
         return Classification(
-            {m: calibrated(e(trunk_outputs.get(MODEL_SPECS[m].backbone, x)), self.temperatures.get(m, 1.0))
+            {m: calibrated(e(trunk_outputs.get(self.specs[m].backbone, x)), self.temperatures.get(m, 1.0))
              for m, e in self.explainers.items()},
             None if self.judge is None else self.judge(trunk_outputs, self.model_ids),
         )
@@ -194,7 +205,7 @@ class Predictor:
     def __init__(self, loaded: LoadedModels, openset_stored: tuple[dict, dict] | None):
         self.model_ids = list(loaded.models)
         self.temperatures = loaded.temperatures
-        spec_of = {m: MODEL_SPECS[m] for m in self.model_ids}
+        spec_of = {m: loaded.specs.get(m, MODEL_SPECS[m]) for m in self.model_ids}
         self.image_size = int(next(iter(loaded.models.values())).input.shape[1])
         self.trunks, self.tops = {}, {}
         for model_id, spec in spec_of.items():
@@ -235,4 +246,4 @@ def load_classifier(result_set: artifacts.ResultSet, weights_dir=None) -> tuple[
         return None, loaded.problems
     image_size = int(next(iter(loaded.models.values())).input.shape[1])
     judge = OpenSetJudge.for_models(loaded, result_set.openset(), image_size)
-    return Classifier(loaded.models, judge, loaded.temperatures), loaded.problems
+    return Classifier(loaded.models, judge, loaded.temperatures, loaded.specs), loaded.problems

@@ -7,10 +7,11 @@ and the trunk cache can cut the graph at any named layer.
 
 Each model is two parts around a named boundary:
 
-* the **trunk**: layers that never train (the ImageNet backbone up to ``Backbone.trunk_output``); its
-  output is computed once per image and cached, in training and in the app;
-* the **top**: the rest, trained on the cached trunk output. For the fine-tuned models this is the last
-  block of the backbone plus the head; for the attention models the whole backbone is frozen and only the
+* the **trunk**: layers that never train (the ImageNet backbone up to ``ModelSpec.trunk_output``: the
+  backbone's usual cut, or an earlier layer where a recipe fine-tunes deeper); its output is computed once
+  per image and cached, in training and in the app;
+* the **top**: the rest, trained on the cached trunk output. For the fine-tuned models this is the
+  backbone above the cut (its last block, by default) plus the head; for the attention models the whole backbone is frozen and only the
   attention head trains. The plain CNNs have no trunk.
 """
 
@@ -99,13 +100,15 @@ def build_model(
     image_size: int,
     dropout: float = 0.3,
     weights: str | None = "imagenet",
+    frozen_through: str = "",
 ) -> keras.Model:
     """Build one of the six models, untrained above its frozen trunk.
 
     ``weights`` is for the backbone: "imagenet" (Keras' download), a ``.weights.h5`` path, or "random"
-    (tests only: seeded, so that a model trained on it can be rebuilt exactly).
+    (tests only: seeded, so that a model trained on it can be rebuilt exactly). ``frozen_through``: the last
+    frozen backbone layer, where not the usual one (``ModelSpec.cut_at``).
     """
-    spec = MODEL_SPECS[model_id]
+    spec = MODEL_SPECS[model_id].cut_at(frozen_through)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if spec.backbone:
         features = _backbone_features(spec, inputs, weights)
@@ -129,9 +132,11 @@ def _head(features, spec: ModelSpec, num_classes: int, dropout: float):
 
 
 def build_backbone_models(
-    dropouts: dict[str, float], num_classes: int, image_size: int, weights: str | None = "imagenet"
+    dropouts: dict[str, float], num_classes: int, image_size: int, weights: str | None = "imagenet",
+    frozen_through: str = "",
 ) -> tuple[dict[str, keras.Model], keras.Model]:
-    """The models of one backbone (``dropouts``: model id -> dropout rate) around a single ImageNet build.
+    """The models of one backbone (``dropouts``: model id -> dropout rate) around a single ImageNet build,
+    their trunk ending at ``frozen_through`` (where not at the backbone's usual cut).
 
     For loading trained weights: each model has the graph, layers and names ``build_model`` gives it (so
     ``trained_part`` reads its stored weights), but they share layers. The frozen trunk is one for all; the
@@ -145,7 +150,7 @@ def build_backbone_models(
     backbone = BACKBONES[MODEL_SPECS[next(iter(dropouts))].backbone]
     inputs = keras.Input((image_size, image_size, 3), name="image")
     net = imagenet_backbone(backbone, inputs, weights)
-    trunk_output = net.get_layer(backbone.trunk_output).output
+    trunk_output = net.get_layer(frozen_through or backbone.trunk_output).output
     imagenet_map = net.get_layer(backbone.last_conv).output
     built = {}
     for model_id, dropout in dropouts.items():
@@ -197,7 +202,7 @@ def _cnn_features(inputs):
 def _backbone_features(spec: ModelSpec, inputs, weights):
     backbone = BACKBONES[spec.backbone]
     net = imagenet_backbone(backbone, inputs, weights)
-    trainable_from = net.get_layer(backbone.trunk_output)
+    trainable_from = net.get_layer(spec.trunk_output)
     below = True
     for layer in net.layers:
         # The trunk never trains; the fine-tuned models train the block above it, the attention models don't.

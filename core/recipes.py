@@ -60,6 +60,10 @@ class Recipe:
     # CutMix (Yun et al. 2019) on the fresh crops, with this Beta(alpha, alpha) for the pasted box's area (0: none):
     # each batch trains on images part one photo and part another, against targets mixed by area.
     cutmix: float = 0.0
+    # The fine-tuned models only: the last backbone layer kept frozen, where it is not the backbone's usual cut
+    # (``specs.Backbone.trunk_output``); the trunk cache of both models of the backbone ends there, and the
+    # attention model computes the frozen layers above it once per view.
+    frozen_through: str = ""
 
     def __post_init__(self):
         if self.augmentation not in AUGMENTATIONS:
@@ -147,6 +151,8 @@ class Recipe:
             views += f", trained at {self.train_size} px"
         if self.cutmix:
             views += f", CutMix (alpha {self.cutmix:g})"
+        if self.frozen_through:
+            views += f"; fine-tuned above {self.frozen_through}"
         head = (f"; the classifier alone first, {self.head_epochs} epochs at {self.head_learning_rate:g}"
                 if self.head_epochs else "")
         return f"{optimizer}; {schedule}; {loss}; {views}{head}"

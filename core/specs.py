@@ -5,7 +5,7 @@ Plain data, importable without TensorFlow, so the dashboard can describe models 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MODEL_IDS = ("cnn", "cnn_attention", "vgg16", "resnet50", "vgg16_attention", "resnet50_attention")
 
@@ -43,6 +43,9 @@ class ModelSpec:
     attention: bool
     reference_accuracy: float
     reference_loss: float
+    # The last frozen backbone layer where a recipe fine-tunes deeper than the backbone's usual cut
+    # (``Recipe.frozen_through``; "" for the usual ``Backbone.trunk_output``). A result set records it per model.
+    frozen_through: str = ""
 
     @property
     def finetuned(self) -> bool:
@@ -50,7 +53,17 @@ class ModelSpec:
 
     @property
     def trunk_output(self) -> str | None:
-        return BACKBONES[self.backbone].trunk_output if self.backbone else None
+        """The layer the frozen trunk ends at: the cache boundary, where the trained part begins."""
+        if not self.backbone:
+            return None
+        return self.frozen_through or BACKBONES[self.backbone].trunk_output
+
+    def cut_at(self, layer: str | None) -> ModelSpec:
+        """This model with its trunk ending at ``layer`` (None, "" or the backbone's usual cut: as defined)."""
+        if layer and not self.backbone:
+            raise ValueError(f"{self.id} has no backbone to cut at {layer}")
+        usual = BACKBONES[self.backbone].trunk_output if self.backbone else None
+        return replace(self, frozen_through="" if layer in (None, "", usual) else layer)
 
     @property
     def last_conv(self) -> str:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from core import artifacts, augmentation, cache, calibration, dataset, evaluation, images, models, recipes
 from core.groups import group_classes
-from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
+from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,20 @@ def resolve_precision(requested: str = "auto", choices=TRUNK_PRECISIONS) -> str:
     except OSError:  # not Linux: no cheap way to tell
         return "float32"
     return "bfloat16" if re.search(r"\b(avx512_bf16|amx_bf16)\b", cpu_flags) else "float32"
+
+
+def trained_specs(chosen: dict[str, recipes.Recipe]) -> dict[str, ModelSpec]:
+    """Each model as a run with these recipes trains it. A backbone's trunk ends where its fine-tuned model's
+    recipe says (``Recipe.frozen_through``), for its attention model too: one trunk cache serves the two, and
+    the attention model computes the frozen layers between the cut and its head once per view."""
+    cuts = {}
+    for model_id, recipe in chosen.items():
+        spec = MODEL_SPECS[model_id]
+        if recipe.frozen_through and not spec.finetuned:
+            raise ValueError(f"{model_id} fine-tunes no backbone layer: frozen_through is for the fine-tuned models")
+        if spec.finetuned:
+            cuts[spec.backbone] = recipe.frozen_through
+    return {m: MODEL_SPECS[m].cut_at(cuts.get(MODEL_SPECS[m].backbone)) for m in chosen}
 
 
 def compile_for_training(trainable: keras.Model, recipe: recipes.Recipe) -> None:
@@ -406,6 +420,7 @@ def run(
     timings = {}
     clock = time.perf_counter()
     chosen = recipes.with_changes({m: recipes.for_model(recipe, m) for m in MODEL_IDS}, list(recipe_changes))
+    specs = trained_specs(chosen)
     plan = dataset.plan_splits(data_dir, split, hp.seed, progress=progress)
     timings["split_seconds"] = time.perf_counter() - clock
     class_names = plan.class_names
@@ -490,7 +505,7 @@ def run(
 
     caches: dict[str, dict] = {}
     for position, (model_id, run_seed) in enumerate(jobs):
-        spec = MODEL_SPECS[model_id]
+        spec = specs[model_id]
         if status[model_id] not in ("done", "trained"):
             continue  # its first run failed; no replicate without it
         seed = run_seed * 1000 + MODEL_IDS.index(model_id)
@@ -498,7 +513,8 @@ def run(
         with dist.scope():
             try:
                 model = models.build_model(
-                    model_id, len(class_names), hp.image_size, hp.dropout, weights.get(spec.backbone)
+                    model_id, len(class_names), hp.image_size, hp.dropout, weights.get(spec.backbone),
+                    spec.frozen_through,
                 )
                 trainable = models.trained_part(model, spec)
             except models.WeightsUnavailable as err:
@@ -509,7 +525,7 @@ def run(
             writer.root, spec.backbone, dataset=plan.fingerprint, split=split, image_size=hp.image_size,
             views=hp.views, seed=hp.seed, precision=precision,
             # The trunk's weights by what they compute, not by their file's path (which a rerun may spell otherwise).
-            trunk=models.trunk_signature(model, spec),
+            trunk=models.trunk_signature(model, spec), trunk_output=spec.trunk_output,
         )
         inputs = _model_inputs(model, spec, chosen[model_id], train_views, data, caches, precision, timings,
                                progress, folder)
@@ -622,6 +638,7 @@ def _write_model(writer, model, spec, recipe, class_names, groups, history, best
                 "evaluation_seconds": float(evaluation_seconds),
                 "backbone_weights": _weights_label(weights) if spec.backbone else None,
                 "trunk_signature": models.trunk_signature(model, spec) if spec.backbone else None,
+                "trunk_output": spec.trunk_output,
             },
         )
 

@@ -108,13 +108,16 @@ def classify_command(args) -> dict:
         weights = backbone_weights(args.weights_dir)
         loaded = {m: models.build_model(m, 36, args.image_size, weights=weights.get(MODEL_SPECS[m].backbone))
                   for m in MODEL_IDS}
-        rs = None
+        specs, rs = None, None
     else:
         rs = artifacts.open_result_set(args.artifacts)
-        loaded = {m: inference.load_model(rs, m, args.weights_dir) for m in rs.models}
+        built = inference.load_models(rs, args.weights_dir)
+        if built.problems:
+            raise inference.ModelUnavailable("; ".join(f"{m}: {p}" for m, p in built.problems.items()))
+        loaded, specs = built.models, built.specs
     photo = args.image or (str(rs.samples()[0][0]) if rs and rs.samples() else None)
     image = images.read_image(photo) if photo else benchmarks.sample_photos(None, 1, 256)[0][0]
-    result = benchmarks.classify_benchmark(loaded, image if photo else images.Image.fromarray(image), args.runs)
+    result = benchmarks.classify_benchmark(loaded, image if photo else images.Image.fromarray(image), args.runs, specs)
     result["machine"] = benchmarks.machine()
     result["photo"] = photo or "random pixels"
     print(f"{result['models']} models at {result['image_size']} px, median of {result['runs']} runs on {result['photo']}: "

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_HP
-from core import artifacts, cache, training
+from core import artifacts, cache, dataset, inference, recipes, training
 from core.specs import MODEL_IDS, MODEL_SPECS
 
 
@@ -252,3 +252,41 @@ def test_a_run_deletes_its_trunk_cache_unless_asked_to_keep_it(tiny_data, tmp_pa
     assert photo_views.name == "photo-views" and (photo_views / "view1.npy").exists()
     assert sorted(p.name for p in photos.iterdir()) == ["test.npy", "train.npy", "validation.npy"]
     assert trunk.name.startswith("vgg16-") and (trunk / "trunk" / "train-view0.npy").exists()
+
+
+def test_a_deeper_cut_trains_more_of_the_backbone_is_recorded_and_loads_as_trained(tiny_data, tiny_results, tmp_path):
+    out = tmp_path / "deeper"
+    hp = training.HyperParameters(**{**TINY_HP, "epochs": 2})
+    deeper = "conv4_block6_out"
+    status = training.run(tiny_data, out, ["resnet50", "resnet50_attention"], hp=hp, random_backbones=True,
+                          progress=False, recipe_changes=[f"resnet50.frozen_through={deeper}"])
+    assert status == {"resnet50": "trained", "resnet50_attention": "trained"}
+    rs, usual = artifacts.open_result_set(out), artifacts.open_result_set(tiny_results)
+    # Both models of the backbone share the cut (one trunk cache); only the fine-tuned one trains more for it.
+    assert {rs.models[m]["trunk_output"] for m in rs.models} == {deeper}
+    assert rs.spec("resnet50").trunk_output == deeper and usual.spec("resnet50").trunk_output == "conv5_block2_out"
+    assert rs.models["resnet50"]["trainable_parameters"] > 2 * usual.models["resnet50"]["trainable_parameters"]
+    assert rs.models["resnet50_attention"]["trainable_parameters"] == usual.models["resnet50_attention"]["trainable_parameters"]
+    assert "fine-tuned above conv4_block6_out" in recipes.Recipe.from_json(rs.models["resnet50"]["recipe"]).describe()
+
+    loaded = inference.load_models(rs)
+    assert list(loaded.models) == ["resnet50", "resnet50_attention"]
+    assert {s.trunk_output for s in loaded.specs.values()} == {deeper}
+    plan = dataset.SplitPlan.from_json(rs.dataset())
+    photos, _, _ = dataset.load_images(tiny_data, plan.files["test"], hp.image_size, progress=False)
+    shared = inference.Classifier(loaded.models, specs=loaded.specs).classify(photos)
+    for model_id, model in loaded.models.items():
+        # Training tested on the float16 trunk cache, whose rounding the random backbone's residual blocks amplify.
+        stored = rs.predictions(model_id).probs
+        alone = model.predict(photos.astype("float32"), verbose=0)
+        np.testing.assert_allclose(alone, stored, atol=0.01, err_msg=model_id)
+        np.testing.assert_allclose(shared.results[model_id].probs, alone, atol=1e-4, err_msg=model_id)
+
+
+def test_only_a_fine_tuned_model_can_be_cut_deeper():
+    chosen = {m: recipes.for_model("study", m) for m in MODEL_IDS}
+    specs = training.trained_specs(recipes.with_changes(chosen, ["vgg16.frozen_through=block3_pool"]))
+    assert specs["vgg16"].trunk_output == specs["vgg16_attention"].trunk_output == "block3_pool"
+    assert specs["resnet50"].trunk_output == "conv5_block2_out"
+    with pytest.raises(ValueError, match="fine-tunes no backbone layer"):
+        training.trained_specs(recipes.with_changes(chosen, ["vgg16_attention.frozen_through=block3_pool"]))
