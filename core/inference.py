@@ -66,8 +66,8 @@ def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=Non
     for (backbone, backbone_weights, num_classes, image_size, trunk_output), family in families.items():
         if backbone in pooled:
             # One trunk per backbone is what the classifiers share: training never cuts a backbone twice in a set.
-            problems.update({m: f"its {backbone} trunk ends at {trunk_output}, the other {backbone} model's elsewhere; "
-                                "a result set shares one trunk per backbone" for m in family})
+            problems.update({m: f"trained with its {backbone} trunk ending at {trunk_output}, unlike the set's other "
+                                f"{backbone} model: the classifiers share one trunk per backbone" for m in family})
             continue
         try:
             weights = "random" if backbone_weights == "random" else models.imagenet_weights(backbone, weights_dir)

@@ -11,8 +11,8 @@ Each model is two parts around a named boundary:
   backbone's usual cut, or an earlier layer where a recipe fine-tunes deeper); its output is computed once
   per image and cached, in training and in the app;
 * the **top**: the rest, trained on the cached trunk output. For the fine-tuned models this is the
-  backbone above the cut (its last block, by default) plus the head; for the attention models the whole backbone is frozen and only the
-  attention head trains. The plain CNNs have no trunk.
+  backbone above the cut (its last block, by default) plus the head; for the attention models the whole
+  backbone is frozen and only the attention head trains. The plain CNNs have no trunk.
 """
 
 from __future__ import annotations

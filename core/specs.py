@@ -17,7 +17,8 @@ class Backbone:
     name: str
     title: str
     weights_file: str
-    trunk_output: str  # last frozen layer shared by both models of this backbone: the cache boundary
+    trunk_output: str  # last frozen layer shared by both models of this backbone, the cache boundary, unless
+    # a recipe fine-tunes deeper (``ModelSpec.frozen_through``)
     last_conv: str  # last convolutional feature map: the heads read it, Grad-CAM explains it
     preprocessing: str
 

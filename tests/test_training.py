@@ -1,3 +1,5 @@
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -281,6 +283,19 @@ def test_a_deeper_cut_trains_more_of_the_backbone_is_recorded_and_loads_as_train
         alone = model.predict(photos.astype("float32"), verbose=0)
         np.testing.assert_allclose(alone, stored, atol=0.01, err_msg=model_id)
         np.testing.assert_allclose(shared.results[model_id].probs, alone, atol=1e-4, err_msg=model_id)
+
+    # A set whose two ResNet50 models were cut apart (the attention model merged in from a usual-cut set) loads
+    # the first and says why the other cannot share its trunk, instead of loading it on the wrong cut.
+    shutil.rmtree(out / "resnet50_attention")
+    shutil.copytree(tiny_results / "resnet50_attention", out / "resnet50_attention")
+    manifest = artifacts.read_json(out / "manifest.json")
+    manifest["models"]["resnet50_attention"] = artifacts.read_json(tiny_results / "manifest.json")["models"]["resnet50_attention"]
+    artifacts.write_json(out / "manifest.json", manifest)
+    mixed = artifacts.open_result_set(out)
+    assert "resnet50" in mixed.models and "resnet50_attention" in mixed.models
+    loaded = inference.load_models(mixed)
+    assert list(loaded.models) == ["resnet50"]
+    assert "trunk ending at conv5_block2_out, unlike the set's other resnet50 model" in loaded.problems["resnet50_attention"]
 
 
 def test_only_a_fine_tuned_model_can_be_cut_deeper():
