@@ -139,11 +139,13 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
         model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone),
                                    spec.frozen_through)
         inputs = splits  # what the trained part reads, per split: photos, trunk output or frozen features
+        test_inputs = photos  # what the evaluation reads: photos or trunk output (it runs the rest itself)
         if spec.backbone:
             trunk = models.trunk_model(model, spec)
             if spec.backbone not in trunk_ms:
                 trunk_ms[spec.backbone] = _frozen_pass_ms(trunk, photos, precision)
             inputs = training.precompute(trunk, splits, precision)
+            test_inputs = inputs["test"]
             if spec.attention:
                 frozen = models.frozen_features_model(model, spec)
                 costs[model_id]["frozen_features_ms"] = _frozen_pass_ms(frozen, inputs["test"], precision)
@@ -157,7 +159,7 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
         costs[model_id]["train_size"] = (recipe.train_size if recipe else 0) or hp.image_size
         costs[model_id]["validation_ms"] = _ms_per_image(
             lambda: trainable.evaluate(inputs["validation"].astype(np.float32), labels, verbose=0), len(photos))
-        costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, inputs["test"], photos, num_classes)
+        costs[model_id]["evaluation_ms"] = _evaluation_ms(model, spec, test_inputs, photos, num_classes)
         if model_id == compare:
             naive_model = models.build_model(model_id, num_classes, hp.image_size, hp.dropout, weights.get(spec.backbone),
                                              spec.frozen_through)

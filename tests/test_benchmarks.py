@@ -114,3 +114,18 @@ def test_models_trained_on_fresh_random_crops_are_timed_with_them_at_their_train
     assert {m: (c["augmentation"], c["train_size"]) for m, c in measured["costs"].items()} == {
         "cnn": ("views", 32), "cnn_attention": ("random", 24)}
     assert all(c["train_ms"] > 0 for c in measured["costs"].values()) and measured["cache_vs_naive"] == {}
+
+
+def test_a_backbone_cut_deeper_is_timed_at_its_cut_for_both_of_its_models():
+    # The attention model's evaluation reads the trunk output (its frozen layers above the cut run inside it), not
+    # the frozen features its head trains on: at a deeper cut the two differ in shape.
+    photos = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    weights = {"vgg16": "random", "resnet50": "random"}
+    trained_with = {"resnet50": recipes.Recipe(1e-4, frozen_through="conv4_block6_out"),
+                    "resnet50_attention": recipes.Recipe(1e-3)}
+    measured = benchmarks.training_benchmark(photos, 4, weights, training.HyperParameters(image_size=32, batch_size=4),
+                                             rounds=1, trained_with=trained_with, compare="",
+                                             model_ids=("resnet50", "resnet50_attention"))
+    costs = measured["costs"]
+    assert all(c["train_ms"] > 0 and c["evaluation_ms"] > 0 for c in costs.values())
+    assert costs["resnet50_attention"]["frozen_features_ms"]["float32"] > 0 and set(measured["trunk_ms_per_image"]) == {"resnet50"}
