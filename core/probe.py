@@ -188,6 +188,9 @@ def flags(tests: pd.DataFrame) -> list[str]:
                         f"{'more' if beyond_seeds else 'not more'} than their spread (SD {100 * row.seed_sd:.1f} points)")
         if row.beats_probe and beyond_seeds:
             lines.append(f"{row.model} beats its backbone's linear probe ({figures}).")
+        elif beyond_seeds and row.seed_runs > 1:
+            lines.append(f"⚠ {row.model} is above its backbone's linear probe over its seeds, but not significantly "
+                         f"on the paired test photos ({figures}).")
         else:
             lines.append(f"⚠ {row.model} does not beat its backbone's linear probe ({figures}).")
     return lines

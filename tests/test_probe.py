@@ -104,6 +104,9 @@ def test_with_seeds_a_model_beats_its_probe_only_by_a_mean_margin_beyond_their_s
     (beyond,) = probe.flags(row.assign(seed_margin=0.03))
     assert within.startswith("⚠") and "+1.5 points, not more than their spread (SD 2.0 points)" in within
     assert not beyond.startswith("⚠") and "+3.0 points, more than their spread" in beyond
+    # Beyond the seeds' spread but not significant on the stored run's paired photos: flagged, and said so.
+    (unpaired,) = probe.flags(row.assign(seed_margin=0.03, beats_probe=False))
+    assert unpaired.startswith("⚠") and "above its backbone's linear probe over its seeds, but not significantly" in unpaired
 
 
 def test_a_damaged_or_newer_probe_reads_as_none_and_the_set_still_opens(probed, tmp_path):
