@@ -288,9 +288,9 @@ def test_a_deeper_cut_trains_more_of_the_backbone_is_recorded_and_loads_as_train
     # the first and says why the other cannot share its trunk, instead of loading it on the wrong cut.
     shutil.rmtree(out / "resnet50_attention")
     shutil.copytree(tiny_results / "resnet50_attention", out / "resnet50_attention")
-    manifest = artifacts.read_json(out / "manifest.json")
-    manifest["models"]["resnet50_attention"] = artifacts.read_json(tiny_results / "manifest.json")["models"]["resnet50_attention"]
-    artifacts.write_json(out / "manifest.json", manifest)
+    manifest = artifacts.read_json(out / artifacts.MANIFEST)
+    manifest["models"]["resnet50_attention"] = artifacts.read_json(tiny_results / artifacts.MANIFEST)["models"]["resnet50_attention"]
+    artifacts.write_json(out / artifacts.MANIFEST, manifest)
     mixed = artifacts.open_result_set(out)
     assert "resnet50" in mixed.models and "resnet50_attention" in mixed.models
     loaded = inference.load_models(mixed)
