@@ -130,3 +130,26 @@ def test_a_bfloat16_copy_keeps_the_weights_and_rounds_only_the_arithmetic():
     rounded = keras.ops.convert_to_numpy(keras.ops.cast(copy(photos), "float32"))
     relative = np.linalg.norm(rounded - exact) / np.linalg.norm(exact)
     assert 0 < relative < 0.03
+
+
+def test_explaining_six_models_traces_each_once_and_warns_of_no_retracing():
+    import logging
+
+    import tensorflow as tf
+
+    from core.explain import Explainer
+
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = warnings.append
+    tf.get_logger().addHandler(handler)
+    try:
+        explainers = [Explainer(models.build_model("cnn", 3, 32), MODEL_SPECS["cnn"]) for _ in range(6)]
+        rng = np.random.default_rng(0)
+        for explainer in explainers:
+            for count in (1, 2, 5):  # another batch size reuses the trace
+                explainer(rng.uniform(0, 255, (count, 32, 32, 3)).astype("float32"))
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert [e.traces for e in explainers] == [1] * 6
+    assert not [w.getMessage() for w in warnings if "retracing" in w.getMessage()]
