@@ -81,11 +81,20 @@ def _epoch_timer(trainable: keras.Model, x, y, batch_size: int, recipe: recipes.
     return epoch_seconds
 
 
-def _ms_per_image(function, count: int) -> float:
+def _median_seconds(function, repeats: int) -> float:
+    """The median wall-clock time of ``repeats`` calls: one call's time on this shared machine can be twice
+    another's a minute later."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _ms_per_image(function, count: int, repeats: int = 3) -> float:
     function()  # warm-up: tracing, memory
-    start = time.perf_counter()
-    function()
-    return (time.perf_counter() - start) / count * 1000
+    return _median_seconds(function, repeats) / count * 1000
 
 
 def _frozen_pass_ms(frozen: keras.Model, inputs: np.ndarray, precision: str) -> dict:
@@ -124,8 +133,9 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
     crops every epoch (core/augmentation.py) is timed with them, at the recipe's training size, and a backbone
     is cut where its fine-tuned model's recipe fine-tunes from (``training.trained_specs``).
 
-    The two epochs are timed alternately, ``rounds`` times: this machine's speed drifts, and alternating
-    keeps the drift out of the ratio.
+    Each model's training epoch is timed ``rounds`` times (the median counts), the passes three times; the
+    cached and naive epochs of ``compare`` alternately, ``rounds`` times: this machine's speed drifts, and
+    alternating keeps the drift out of the ratio.
     """
     labels = np.arange(len(photos)) % num_classes
     splits = {"train": [photos], "validation": photos, "test": photos}
@@ -154,7 +164,7 @@ def training_benchmark(photos, num_classes: int, weights, hp: training.HyperPara
         trainable = training.learner_for(models.trained_part(model, spec), train_precision,
                                          any_image_size=bool(recipe and recipe.train_size))
         cached_epoch = _epoch_timer(trainable, inputs["train"][0], labels, hp.batch_size, recipe)
-        costs[model_id]["train_ms"] = cached_epoch() / len(photos) * 1000
+        costs[model_id]["train_ms"] = _median_seconds(cached_epoch, rounds) / len(photos) * 1000
         costs[model_id]["augmentation"] = recipe.augmentation if recipe else "views"
         costs[model_id]["train_size"] = (recipe.train_size if recipe else 0) or hp.image_size
         costs[model_id]["validation_ms"] = _ms_per_image(
