@@ -98,6 +98,11 @@ def test_view_batches_cover_every_item_once_per_epoch_in_a_new_order_and_mix():
     assert np.array_equal(next(iter(again))[1], epochs[0][0][1])
 
 
+def test_view_batches_run_without_the_autotuner_whose_wake_up_fit_waits_for_at_every_epoch_end():
+    batches = training.view_batches([np.zeros((4, 2))], np.arange(4), batch_size=2, seed=0)
+    assert batches.options().autotune.enabled is False
+
+
 def test_grad_cam_sanity_check_is_recorded(tiny_results):
     rs = artifacts.open_result_set(tiny_results)
     for model_id in MODEL_IDS:
