@@ -82,10 +82,10 @@ def _epoch_timer(trainable: keras.Model, x, y, batch_size: int, recipe: recipes.
 
 
 def _fastest_seconds(function, repeats: int) -> float:
-    """The shortest wall-clock time of ``repeats`` calls: what the machine can do (as ``timeit`` advises).
-    On this shared 2-core machine the same CNN epoch took 5.0 ms per photo or exactly twice that, 10.0, in
-    stretches of a minute or more (2026-12-04: one core's worth left to it, the other core idle): a single
-    call, or the median of three, could land in such a stretch."""
+    """The shortest wall-clock time of ``repeats`` calls: what the machine can do (as ``timeit`` advises), the
+    others being slowed by whatever else ran. Before ``training.view_batches`` turned tf.data's autotuner off,
+    a timed epoch could also end in a wait for the autotuner's next wake: the same CNN epoch took 5.0 ms per
+    photo or exactly twice that (2026-12-04)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
