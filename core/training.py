@@ -188,8 +188,8 @@ def view_batches(views: list[np.ndarray], labels: np.ndarray, batch_size: int, s
     # waits for the iterator's teardown until that thread's next wake, 1.28 s, 2.56 s, ... up to 40.96 s
     # (2026-12-04: ``fit`` returned at 2.57 s in 10 of 16 calls whose training ended at 1.5 s; 0 of 16 with it
     # off; eight CNN epochs 16.3-18.1 s with it, 12.2-13.3 s without, alternating in one run). AUTOTUNE still
-    # means something with it off: as many parallel map calls as tf.data's thread pool has threads (at most 16), and a
-    # prefetch buffer grown by the prefetch's own tuner, which is all these batches need.
+    # means something with it off: as many parallel map calls as tf.data's thread pool has threads (at most
+    # 16), and a prefetch buffer grown by the prefetch's own tuner, which is all these batches need.
     options = tf.data.Options()
     options.autotune.enabled = False
     return picks.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).with_options(options)
