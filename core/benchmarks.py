@@ -213,12 +213,31 @@ def project_full_dataset(measured: dict, hp: training.HyperParameters, epochs: d
     return {**minutes, "total_minutes": sum(minutes.values()), "counts": counts}
 
 
-def scale_recorded_run(result_set, read_ms_per_full_size_photo: float, counts: dict[str, int] = FULL_DATASET) -> dict:
+def epochs_under_patience(val_loss, patience: int) -> int:
+    """The epochs a run with this validation-loss history would have run under early stopping with
+    ``patience``, by Keras' ``EarlyStopping`` rule: a strictly lower loss resets the wait, and the run stops
+    when the wait reaches the patience. Exact for a patience up to the run's own; with a longer one the run
+    cannot be replayed past its recorded epochs, which are returned."""
+    best, wait = float("inf"), 0
+    for epoch, loss in enumerate(val_loss, start=1):
+        if loss < best:
+            best, wait = loss, 0
+            continue
+        wait += 1
+        if wait >= patience:
+            return epoch
+    return len(val_loss)
+
+
+def scale_recorded_run(result_set, read_ms_per_full_size_photo: float, counts: dict[str, int] = FULL_DATASET,
+                       patience: int | None = None) -> dict:
     """The training time a result set recorded, and that same run scaled to ``counts`` images.
 
     Training (with its trunk pass) scales with the training photos, the final evaluation with the test
     photos; reading is re-costed at the full-size photo cost, since the photos the run read may be smaller.
-    A run's own epoch counts stay as they were.
+    ``epochs``: each model's recorded epochs, or for the early-stopped ones with a ``patience`` other than
+    the run's, those its recorded validation loss gives under that patience (``recorded_epochs`` keeps the
+    run's own); the recorded and scaled minutes are the run's as it ran.
     """
     ran = {split: sum(c.values()) for split, c in result_set.manifest["dataset_summary"]["counts"].items()}
     timings = result_set.manifest.get("timings", {})
@@ -227,11 +246,21 @@ def scale_recorded_run(result_set, read_ms_per_full_size_photo: float, counts: d
     read_s = timings.get("split_seconds", 0.0) + timings.get("load_seconds", 0.0)
     scaled_s = (train_s * counts["train"] / ran["train"] + eval_s * counts["test"] / ran["test"]
                 + read_ms_per_full_size_photo * sum(counts.values()) / 1000)
+    recorded_epochs = {m: info["epochs_run"] for m, info in result_set.models.items()}
+    epochs = dict(recorded_epochs)
+    if patience is not None and patience != result_set.config["patience"]:
+        for m, info in result_set.models.items():
+            # A study-recipe run records no recipe per model: all its models stop early.
+            recipe = recipes.Recipe.from_json(info["recipe"]) if info.get("recipe") else None
+            if recipe is None or recipe.stops_early:
+                epochs[m] = epochs_under_patience(result_set.history(m)["val_loss"], patience)
     return {
         "result_set": str(result_set.root),
         "image_size": result_set.config["image_size"],
         "counts": ran,
-        "epochs": {m: info["epochs_run"] for m, info in result_set.models.items()},
+        "epochs": epochs,
+        "recorded_epochs": recorded_epochs,
+        "patience": patience or result_set.config["patience"],
         "evaluation_recorded": all("evaluation_seconds" in info for info in result_set.models.values()),
         "measured_minutes": (train_s + eval_s + read_s) / 60,
         "scaled_minutes": scaled_s / 60,

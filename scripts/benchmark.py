@@ -49,7 +49,10 @@ def train_command(args) -> dict:
     projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}
     recorded = None
     if rs:
-        recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"])
+        # Epochs as that set ran them, replayed under today's patience where its recipe's default has changed.
+        patience = args.patience or (recipes.TUNED_PATIENCE if rs.config.get("recipe") == recipes.TUNED
+                                     else rs.config["patience"])
+        recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"], patience=patience)
         projections["recorded_epochs"] = {**benchmarks.project_full_dataset(measured, hp, recorded["epochs"]),
                                           "epochs": recorded["epochs"]}
         # One seed of all six as that set ran them, on its own photos: the recipe's time on this machine.
@@ -75,10 +78,13 @@ def train_command(args) -> dict:
               + f", validation {cost['validation_ms']:4.1f}, "
               f"final evaluation {cost['evaluation_ms']:5.1f}" + (f", frozen top block {frozen['train_views']:.1f}" if frozen else ""))
     n = benchmarks.FULL_DATASET
+    patience_note = ""
+    if recorded and recorded["epochs"] != recorded["recorded_epochs"]:
+        patience_note = f" (early-stopped ones replayed with patience {recorded['patience']})"
     print(f"Projected, not measured (the full dataset is not here): all six on the full dataset "
           f"({n['train']:,} train, {n['validation']} validation, {n['test']} test images, {hp.views} views):")
     for name, label in (("all_epochs", f"every model all {hp.epochs} epochs (the study recipe's worst case)"),
-                        ("recorded_epochs", f"the epochs each model of {args.artifacts} ran")):
+                        ("recorded_epochs", f"the epochs each model of {args.artifacts} ran{patience_note}")):
         if name in projections:
             p = projections[name]
             print(f"  {label}: {p['total_minutes']:.0f} min ({p['loading_minutes']:.1f} reading photos, "
@@ -87,7 +93,7 @@ def train_command(args) -> dict:
     if recorded:
         ran = recorded["counts"]
         own = projections["recorded_epochs_own_photos"]
-        print(f"Projected: one seed of all six with the epochs of {args.artifacts}, on its own {ran['train']:,} train, "
+        print(f"Projected: one seed of all six with the epochs of {args.artifacts}{patience_note}, on its own {ran['train']:,} train, "
               f"{ran['validation']} validation and {ran['test']} test images: {own['total_minutes']:.0f} min "
               f"({own['trunk_minutes']:.1f} trunks, {own['training_minutes']:.1f} training, "
               f"{own['evaluation_minutes']:.1f} evaluation)")
@@ -182,6 +188,9 @@ def main(argv=None) -> int:
     train.add_argument("--rounds", type=int, default=5, help="alternating cached / naive epochs to time")
     train.add_argument("--artifacts", default="artifacts",
                        help="result set whose epoch counts to project with, and whose recorded time to scale")
+    train.add_argument("--patience", type=int, default=None,
+                       help="early stopping's patience to replay the result set's validation losses with (default: "
+                       f"the tuned recipe's, {recipes.TUNED_PATIENCE}, for a tuned set, else the set's own)")
     train.add_argument("--train-precision", choices=training.TRAIN_PRECISIONS, default="float32",
                        help="arithmetic of the trained parts: float32 as the study's recipe trains, auto as the tuned one")
     classify = sub.add_parser("classify", help="six-model classification vs naive loop")

@@ -68,6 +68,43 @@ def test_a_recorded_run_scales_with_its_training_and_test_photos(tiny_results):
     assert with_reading["scaled_minutes"] == pytest.approx(doubled["scaled_minutes"] + 2 * sum(ran.values()) / 1000)
 
 
+def test_replayed_early_stopping_stops_where_keras_would():
+    import keras
+
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    for _ in range(40):
+        # A falling, noisy validation loss with ties, as a real run's is.
+        val_loss = np.round(np.cumsum(rng.normal(-0.02, 0.05, size=30)), 2)
+        for patience in range(1, 7):
+            stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+            stopper.set_model(model)
+            model.stop_training = False
+            stopper.on_train_begin()
+            ran = 0
+            for epoch, loss in enumerate(val_loss):
+                ran = epoch + 1
+                stopper.on_epoch_end(epoch, {"val_loss": float(loss)})
+                if model.stop_training:
+                    break
+            assert benchmarks.epochs_under_patience(val_loss, patience) == ran
+
+
+def test_a_recorded_run_is_replayed_under_a_shorter_patience(tiny_results):
+    from core import artifacts
+
+    rs = artifacts.open_result_set(tiny_results)
+    own = benchmarks.scale_recorded_run(rs, 0.0, patience=rs.config["patience"])
+    assert own["epochs"] == own["recorded_epochs"] == {m: i["epochs_run"] for m, i in rs.models.items()}
+    shorter = benchmarks.scale_recorded_run(rs, 0.0, patience=1)
+    assert shorter["patience"] == 1 and shorter["measured_minutes"] == own["measured_minutes"]
+    for model_id in rs.models:
+        val_loss = rs.history(model_id)["val_loss"].to_numpy()
+        # Patience 1 stops at the first epoch whose loss is not a new minimum.
+        first_miss = next((e + 1 for e in range(1, len(val_loss)) if val_loss[e] >= val_loss[:e].min()), len(val_loss))
+        assert shorter["epochs"][model_id] == first_miss <= own["epochs"][model_id]
+
+
 def test_a_grown_dataset_holds_the_originals_then_altered_copies(tmp_path):
     from conftest import make_dataset
     from core import dataset
