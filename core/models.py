@@ -42,6 +42,37 @@ class CaffePreprocess(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="fruitveg")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """``BatchNormalization`` computed by TensorFlow's fused kernel: same weights, same statistics.
+
+    Keras 3's layer upcasts a bfloat16 input to float32 and normalises it with separate reductions and
+    element-wise operations, forward and backward; at the CNNs' full-resolution maps that took more than
+    their convolutions (README: Time for one seed). The fused kernel reads the bfloat16 input once and keeps
+    its statistics in float32. The moving variance is updated with the biased batch variance, as Keras does
+    (the kernel returns the unbiased one). Falls back to Keras' computation where the kernel does not apply.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        channels_last = self.axis in (-1, len(inputs.shape) - 1)
+        if mask is not None or self.renorm or len(inputs.shape) != 4 or not channels_last:
+            return super().call(inputs, training=training, mask=mask)
+        ones, zeros = tf.ones(inputs.shape[-1]), tf.zeros(inputs.shape[-1])
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else ones
+        beta = tf.cast(self.beta, tf.float32) if self.center else zeros
+        if training and self.trainable:
+            outputs, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
+            count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
+            variance = unbiased * (count - 1) / count
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, self.moving_mean, self.moving_variance, epsilon=self.epsilon, is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="fruitveg")
 class SpatialAttention(layers.Layer):
     """Soft attention pooling over the positions of a feature map.
 
@@ -246,19 +277,24 @@ def _seeded_random_weights(net: keras.Model) -> None:
 
 
 def with_compute_dtype(model: keras.Model, policy: str, float32_output: bool = False,
-                       any_image_size: bool = False) -> keras.Model:
+                       any_image_size: bool = False, fused_batch_norm: bool = False) -> keras.Model:
     """A copy of ``model`` computing in another dtype policy (e.g. "mixed_bfloat16"), with the same weights.
 
     The variables stay float32; only the arithmetic changes, so outputs differ by rounding. With
     ``float32_output`` the last layer (the softmax of a model being trained) stays float32, as Keras'
     mixed-precision guide advises for the loss's sake. With ``any_image_size`` the copy takes images of any
-    height and width (a convolutional model with global pooling computes the same layers on them).
+    height and width (a convolutional model with global pooling computes the same layers on them). With
+    ``fused_batch_norm`` its trained BatchNormalization layers compute with TensorFlow's fused kernel
+    (``FusedBatchNormalization``); frozen ones, which compute little, stay as they are.
     """
     last = model.layers[-1]
 
     def clone(layer):
         dtype = "float32" if float32_output and layer is last else policy
-        return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
+        kind = layer.__class__
+        if fused_batch_norm and kind is layers.BatchNormalization and layer.trainable:
+            kind = FusedBatchNormalization
+        return kind.from_config({**layer.get_config(), "dtype": dtype})
 
     inputs = keras.Input((None, None, model.input_shape[-1]), name=model.input.name) if any_image_size else None
     copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)

@@ -257,14 +257,16 @@ class EpochLog(keras.callbacks.Callback):
 
 
 def learner_for(trainable: keras.Model, precision: str, any_image_size: bool = False) -> keras.Model:
-    """What trains for ``trainable``: itself in float32 at its own image size; else a copy computing in mixed
-    ``precision`` with a float32 softmax, or taking images of any size (``any_image_size``), whose weights are
-    to be copied back after training."""
+    """What trains for ``trainable``: itself in float32 at its own image size (as the study's recipe trains);
+    else a copy computing in mixed ``precision`` with a float32 softmax, or taking images of any size
+    (``any_image_size``), with its trained BatchNormalization layers on TensorFlow's fused kernel, whose
+    weights are to be copied back after training."""
     if precision == "float32" and not any_image_size:
         return trainable
     policy = "float32" if precision == "float32" else f"mixed_{precision}"
     with trainable.distribute_strategy.scope():  # its variables live where the model's do
-        return models.with_compute_dtype(trainable, policy, float32_output=True, any_image_size=any_image_size)
+        return models.with_compute_dtype(trainable, policy, float32_output=True, any_image_size=any_image_size,
+                                         fused_batch_norm=True)
 
 
 def augmenter(recipe: recipes.Recipe, classes: int):

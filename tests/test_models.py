@@ -132,6 +132,46 @@ def test_a_bfloat16_copy_keeps_the_weights_and_rounds_only_the_arithmetic():
     assert 0 < relative < 0.03
 
 
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("mixed_bfloat16", 3e-2)])
+def test_the_fused_batch_norm_computes_what_keras_batch_norm_does(dtype, tolerance):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(3.0, 2.0, (4, 6, 6, 5)), tf.float32)
+    gamma, beta = rng.uniform(0.5, 2, 5), rng.uniform(-1, 1, 5)
+    layers = [cls(momentum=0.9, dtype=dtype) for cls in (keras.layers.BatchNormalization,
+                                                          models.FusedBatchNormalization)]
+    outputs, gradients = [], []
+    for layer in layers:
+        layer.build(x.shape)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x, training=True), tf.float32)
+            loss = tf.reduce_sum(y * y * x)  # weighs every output differently, so every gradient is tested
+        outputs.append([y, layer(x, training=False)])
+        gradients.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    keras_layer, fused_layer = layers
+    for name in ("moving_mean", "moving_variance", "gamma", "beta"):
+        assert np.allclose(getattr(keras_layer, name).numpy(), getattr(fused_layer, name).numpy(), rtol=1e-5)
+    assert not np.allclose(keras_layer.moving_mean.numpy(), 0)  # the statistics did move
+    for expected, fused in zip(outputs[0] + gradients[0], outputs[1] + gradients[1]):
+        expected, fused = np.asarray(tf.cast(expected, tf.float32)), np.asarray(tf.cast(fused, tf.float32))
+        assert np.linalg.norm(fused - expected) <= tolerance * np.linalg.norm(expected)
+
+
+def test_a_training_copy_uses_the_fused_batch_norm_only_where_batch_norm_trains():
+    cnn = models.build_model("cnn", 5, 32, weights="random")
+    copy = models.with_compute_dtype(cnn, "mixed_bfloat16", fused_batch_norm=True)
+    assert {type(layer) for layer in copy.layers if isinstance(layer, keras.layers.BatchNormalization)} == {
+        models.FusedBatchNormalization}
+    assert all(np.array_equal(a, b) for a, b in zip(cnn.get_weights(), copy.get_weights()))
+    resnet = models.build_model("resnet50", 5, 32, weights="random")  # its batch norms are frozen
+    copy = models.with_compute_dtype(resnet, "mixed_bfloat16", fused_batch_norm=True)
+    assert not any(isinstance(layer, models.FusedBatchNormalization) for layer in copy.layers)
+
+
 def test_explaining_six_models_traces_each_once_and_warns_of_no_retracing():
     import logging
 
