@@ -56,9 +56,9 @@ class FusedBatchNormalization(layers.BatchNormalization):
         channels_last = self.axis in (-1, len(inputs.shape) - 1)
         if mask is not None or self.renorm or len(inputs.shape) != 4 or not channels_last:
             return super().call(inputs, training=training, mask=mask)
-        ones, zeros = tf.ones(inputs.shape[-1]), tf.zeros(inputs.shape[-1])
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else ones
-        beta = tf.cast(self.beta, tf.float32) if self.center else zeros
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones(channels)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros(channels)
         if training and self.trainable:
             outputs, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(
                 inputs, gamma, beta, epsilon=self.epsilon, is_training=True)

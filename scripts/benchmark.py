@@ -49,10 +49,8 @@ def train_command(args) -> dict:
     projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}
     recorded = None
     if rs:
-        # Epochs as that set ran them, replayed under today's patience where its recipe's default has changed.
-        patience = args.patience or (recipes.TUNED_PATIENCE if rs.config.get("recipe") == recipes.TUNED
-                                     else rs.config["patience"])
-        recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"], patience=patience)
+        # Epochs as that set ran them, or replayed under another patience (--patience).
+        recorded = benchmarks.scale_recorded_run(rs, measured["read_ms_per_full_size_photo"], patience=args.patience)
         projections["recorded_epochs"] = {**benchmarks.project_full_dataset(measured, hp, recorded["epochs"]),
                                           "epochs": recorded["epochs"]}
         # One seed of all six as that set ran them, on its own photos: the recipe's time on this machine.
@@ -189,8 +187,8 @@ def main(argv=None) -> int:
     train.add_argument("--artifacts", default="artifacts",
                        help="result set whose epoch counts to project with, and whose recorded time to scale")
     train.add_argument("--patience", type=int, default=None,
-                       help="early stopping's patience to replay the result set's validation losses with (default: "
-                       f"the tuned recipe's, {recipes.TUNED_PATIENCE}, for a tuned set, else the set's own)")
+                       help="early stopping's patience to replay the result set's validation losses with "
+                       "(default: the set's own)")
     train.add_argument("--train-precision", choices=training.TRAIN_PRECISIONS, default="float32",
                        help="arithmetic of the trained parts: float32 as the study's recipe trains, auto as the tuned one")
     classify = sub.add_parser("classify", help="six-model classification vs naive loop")
