@@ -17,7 +17,8 @@ navigation = st.navigation(
         st.Page("views/statistics.py", title="Statistics", icon=":material/functions:"),
         st.Page("views/classify.py", title="Classify", icon=":material/photo_camera:"),
         st.Page("views/data.py", title="Data", icon=":material/dataset:"),
-        # The default page lives at "/"; its own name, /overview, must open it too, not "Page not found".
+        # The default page is served at "/" only, though Streamlit reserves its url_path too ("home" above, which
+        # nothing links to): its own name, /overview, must open it as well, not "Page not found".
         st.Page("views/overview.py", title="Overview", url_path="overview", visibility="hidden"),
     ]
 )
