@@ -45,9 +45,15 @@ def recipe(rs: artifacts.ResultSet) -> str:
     return rs.config.get("recipe") or DEFAULT_RECIPE
 
 
-def seed_count(rs: artifacts.ResultSet) -> int:
-    """Runs per model (main run plus replicates), the most any model of the set has."""
-    return max((1 + len(rs.replicate_seeds(m)) for m in rs.models), default=1)
+def seed_counts(rs: artifacts.ResultSet) -> tuple[int, int]:
+    """Runs per model (main run plus replicates): the fewest and the most any model of the set has."""
+    runs = [1 + len(rs.replicate_seeds(m)) for m in rs.models] or [1]
+    return min(runs), max(runs)
+
+
+def seeds_label(fewest: int, most: int) -> str:
+    """'3 seeds'; '1–3 seeds' where the models differ (a set with one model run three times is no 3-seed set)."""
+    return f"{fewest}–{most} seeds" if fewest != most else f"{most} seed{'s' if most > 1 else ''}"
 
 
 def weights(rs: artifacts.ResultSet) -> str:
@@ -57,12 +63,11 @@ def weights(rs: artifacts.ResultSet) -> str:
 
 
 def _traits(rs: artifacts.ResultSet) -> dict[str, str]:
-    seeds = seed_count(rs)
     return {
         "split": f"{split_policy(rs)} split",
         "recipe": f"{recipe(rs)} recipe",
         "size": f"{rs.config.get('image_size')} px",
-        "seeds": f"{seeds} seed{'s' if seeds > 1 else ''}",
+        "seeds": seeds_label(*seed_counts(rs)),
         "weights": weights(rs),
     }
 

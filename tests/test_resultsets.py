@@ -92,6 +92,17 @@ def test_names_are_made_among_the_offered_sets_and_say_no_weights(tiny_results, 
     assert list(cat.rejected) == [str(tmp_path / "missing")]
 
 
+def test_names_count_seeds_per_model_not_the_most_any_model_has():
+    # The shipped study-recipe set has one run of five models and three of ResNet50 + attention.
+    from conftest import ROOT
+
+    sets = [artifacts.open_result_set(ROOT / folder) for folder in ("artifacts", "results/clean-study")]
+    runs = [{m: 1 + len(rs.replicate_seeds(m)) for m in rs.models} for rs in sets]
+    assert set(runs[0].values()) == {3} and sorted(runs[1].values()) == [1, 1, 1, 1, 1, 3]
+    assert resultsets.names(sets) == ["clean split · tuned recipe · 3 seeds",
+                                      "clean split · study recipe · 1–3 seeds · no weights"]
+
+
 def test_coverage_says_which_classes_the_test_split_covers(tiny_results, study_split, tmp_path):
     clean, study = artifacts.open_result_set(tiny_results), artifacts.open_result_set(study_split)
     photos, tested = clean.predictions("cnn").y_true.size, study.predictions("cnn").y_true.size

@@ -40,8 +40,10 @@ st.caption("Green: the best value of its column. Interval: 95 % Wilson. Clean ac
 st.markdown("**Cost**")
 formatted_table("cost")
 st.caption("Epochs: run (best by validation loss: the weights kept). ms / image: one photo through the whole "
-           "model, batch of one, on the training machine. Train min: wall-clock training time there; the first "
-           "model on a backbone may also compute the frozen backbone's features that a later one reuses.")
+           "model, batch of one, on the training machine. Train min: wall-clock training time as the run recorded "
+           "it, on whatever else that machine was doing (`scripts/benchmark.py train` times the models side by "
+           "side); the first model on a backbone may also compute the frozen backbone's features that a later "
+           "one reuses.")
 st.download_button(
     "Download table (CSV)", table.to_csv(index=False).encode(), file_name="model_comparison.csv", mime="text/csv"
 )
