@@ -122,8 +122,9 @@ def _side_by_side(sets: dict, table: pd.DataFrame, shown_in_leak: list[str]) -> 
         ]
     st.table(shown)
     st.caption(
-        "Accuracy on each set's own test photos, with its 95 % Wilson interval; – : the model is not in that "
-        "set (yet). The study's figures were measured on its own split."
+        "Accuracy on each set's own test photos, with its 95 % Wilson interval, of each model's stored run (its "
+        "first seed; a set's mean over seeds is in its own table below); – : the model is not in that set (yet). "
+        "The study's figures were measured on its own split."
     )
     st.markdown("\n".join(f"- {_covers(name, rs)}" for name, rs in sets.items()))
     diffs = resultsets.differences(sets)
