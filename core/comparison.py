@@ -155,6 +155,28 @@ def flip_table(result_set: ResultSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def size_table(result_set: ResultSet) -> pd.DataFrame:
+    """Test-time resolution per model where measured (``evaluation.test_time_sizes``): validation and test
+    accuracy at each size (``{size: accuracy}``), the size validation chose, and the test figures at it against
+    the image size. Empty if none is."""
+    rows = []
+    for model_id in result_set.models:
+        sizes = result_set.metrics(model_id).get("test_time_size")
+        if not sizes:
+            continue
+        chosen = sizes["sizes"][str(sizes["chosen"])]["test"]
+        rows.append({
+            "id": model_id, "model": MODEL_SPECS[model_id].title, "image_size": sizes["image_size"],
+            "chosen": sizes["chosen"],
+            "validation_accuracy": {int(k): v["validation"]["accuracy"] for k, v in sizes["sizes"].items()},
+            "test_accuracy": {int(k): v["test"]["accuracy"] for k, v in sizes["sizes"].items()},
+            "test_chosen": chosen["accuracy"], "test_low": chosen["accuracy_interval"][0],
+            "test_high": chosen["accuracy_interval"][1],
+            "fixed": chosen["fixed"], "broken": chosen["broken"], "p_value": chosen["p_value"],
+        })
+    return pd.DataFrame(rows)
+
+
 def reading(table: pd.DataFrame) -> list[str]:
     """A plain-language reading of the overview table: what is and is not a real difference."""
     if table.empty:

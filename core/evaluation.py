@@ -139,11 +139,13 @@ def evaluate(
     }
 
 
-def _recorded_split(result_set, split: str, data_dir=None, progress: bool = True):
-    """The photos of one split as the result set recorded it: (photos, class indices, kept files)."""
+def _recorded_split(result_set, split: str, data_dir=None, progress: bool = True, size: int | None = None):
+    """The photos of one split as the result set recorded it: (photos, class indices, kept files); at ``size``
+    pixels instead of the set's image size if given."""
     plan = dataset.SplitPlan.from_json(result_set.dataset())
     data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
-    photos, kept, skipped = dataset.load_images(data_dir, plan.files[split], result_set.config["image_size"], progress)
+    photos, kept, skipped = dataset.load_images(data_dir, plan.files[split], size or result_set.config["image_size"],
+                                                progress)
     if skipped or not kept:
         raise FileNotFoundError(f"{len(skipped)} {split} images of the recorded split are missing or unreadable in {data_dir}")
     return photos, np.array([result_set.class_names.index(f.label) for f in kept]), kept
@@ -216,15 +218,84 @@ def flip_figures(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], 
             "loss_flip": stats.negative_log_likelihood(averaged, labels[split]),
         }
         if split == "test":
-            paired = stats.mcnemar_exact(right_averaged, right_alone)
-            figures[split].update(fixed=paired.only_a, broken=paired.only_b, p_value=paired.p_value,
-                                  accuracy_flip_interval=list(stats.wilson_interval(int(right_averaged.sum()),
-                                                                                     len(right_averaged))))
+            paired = _against_alone(right_averaged, right_alone)
+            paired["accuracy_flip_interval"] = paired.pop("accuracy_interval")
+            figures[split].update(paired)
     validation = figures["validation"]
     # Chosen on validation only: the flips must be right more often there, or as often with a lower loss.
     figures["chosen"] = bool((validation["accuracy_flip"], -validation["loss_flip"])
                              > (validation["accuracy"], -validation["loss"]))
     return figures
+
+
+def _against_alone(right: np.ndarray, right_alone: np.ndarray) -> dict:
+    """A test-time option's test photos fixed and broken against the photo alone (exact McNemar), and its
+    accuracy's 95 % Wilson interval."""
+    paired = stats.mcnemar_exact(right, right_alone)
+    return {"fixed": paired.only_a, "broken": paired.only_b, "p_value": paired.p_value,
+            "accuracy_interval": list(stats.wilson_interval(int(right.sum()), len(right)))}
+
+
+def size_figures(by_size: dict[int, dict[str, np.ndarray]], labels: dict[str, np.ndarray], temperature: float,
+                 image_size: int) -> dict:
+    """Test-time resolution: each photo resized to another size than the image size the model trained at
+    (``by_size[size][split]``: probabilities; ``image_size`` among the sizes), on validation (which chooses the
+    size) and test (what it gives, with the exact McNemar test against the image size). Models trained on
+    zoomed-in crops see objects larger than a whole photo shows them, and may answer better on photos shown
+    larger (Touvron et al. 2019, "Fixing the train-test resolution discrepancy")."""
+    scaled = {size: {split: calibration.scale(p, temperature) for split, p in probs.items()}
+              for size, probs in by_size.items()}
+    right = {size: {split: p.argmax(1) == labels[split] for split, p in probs.items()} for size, probs in scaled.items()}
+    figures = {"method": "each photo resized to the size; temperature-scaled probabilities", "image_size": image_size,
+               "sizes": {}}
+    for size in sorted(scaled):
+        figures["sizes"][str(size)] = {
+            split: {"n": int(len(labels[split])), "accuracy": float(right[size][split].mean()),
+                    "loss": stats.negative_log_likelihood(scaled[size][split], labels[split])}
+            for split in ("validation", "test")
+        }
+        figures["sizes"][str(size)]["test"].update(_against_alone(right[size]["test"], right[image_size]["test"]))
+    # Chosen on validation only, as the flips: right more often, or as often with a lower loss; the image
+    # size where no other size does better.
+    validation = {int(size): entry["validation"] for size, entry in figures["sizes"].items()}
+    figures["chosen"] = max(validation, key=lambda size: (validation[size]["accuracy"], -validation[size]["loss"],
+                                                          size == image_size))
+    return figures
+
+
+def test_time_sizes(result_set, sizes, data_dir=None, weights_dir=None, model_ids=None,
+                    progress: bool = True) -> dict[str, str]:
+    """Measure test-time resolution (``size_figures``) at ``sizes`` (pixels) for each model with weights and
+    store it in its metrics under ``"test_time_size"``. The stored predictions stay those at the image size;
+    like the flips, another size is a measured option. One size's photos are in memory at a time."""
+    image_size = result_set.config["image_size"]
+    status, loaded, by_size, labels = {}, {}, {}, {}
+    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
+        # A copy taking photos of any size: convolutional layers and global pooling compute on any of them.
+        loaded[model_id] = models.with_compute_dtype(model, "float32", any_image_size=True)
+        by_size[model_id] = {}
+    for size in sorted({image_size, *sizes}):
+        for split in ("validation", "test"):
+            photos, labels[split], kept = _recorded_split(result_set, split, data_dir, progress, size)
+            for model_id, model in loaded.items():
+                if size == image_size and split == "test":
+                    stored = result_set.predictions(model_id)
+                    if list(stored.files) != [f.path for f in kept]:
+                        raise artifacts.ResultSetError(f"{model_id}'s stored predictions are not of the recorded "
+                                                       "test photos; run scripts/evaluate.py first")
+                    probs = stored.probs
+                else:
+                    probs = model.predict(photos.astype(np.float32), batch_size=32, verbose=0)
+                by_size[model_id].setdefault(size, {})[split] = probs
+            del photos
+    writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
+    for model_id in loaded:
+        metrics = result_set.metrics(model_id)
+        metrics["test_time_size"] = size_figures(by_size[model_id], labels, calibration.temperature(metrics), image_size)
+        with writer.model_folder(model_id, keep_existing=True) as folder:
+            artifacts.write_json(folder / artifacts.METRICS, metrics)
+        status[model_id] = "sizes measured"
+    return status
 
 
 def test_time_flips(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:

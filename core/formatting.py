@@ -78,6 +78,11 @@ def percent_points(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return frame.assign(**{column: 100 * frame[column] for column in columns})
 
 
+def by_size(accuracies: dict[int, float]) -> str:
+    """{224: 0.833, 288: 0.843} -> "224: 83.3 · 288: 84.3" (test-time resolution: px and %, said by the header)."""
+    return " · ".join(f"{size}: {100 * accuracy:.1f}" for size, accuracy in sorted(accuracies.items()))
+
+
 PERCENT_FORMAT = "%.1f %%"
 
 # The Overview as shown: two tables, each fitting a 1400 px screen without sideways scrolling; every cell a

@@ -5,6 +5,7 @@
     python scripts/evaluate.py --linear-probe [--backbones vgg16,resnet50] [--cache-dir data/openset]
     python scripts/evaluate.py --calibrate [--models ids]
     python scripts/evaluate.py --flips [--models ids]
+    python scripts/evaluate.py --test-sizes 256,288,320 [--models ids]
 
 Rewrites each model's predictions, maps and metrics, including the Grad-CAM randomisation check.
 With --openset it instead fits the open-set verdict (core.openset), measures it on the held-out-classes
@@ -14,7 +15,9 @@ on the same test photos, stores it and prints it beside each model. Both share t
 With --calibrate it fits each model's temperature on the validation photos (core.calibration; training does
 this for the runs it makes) and stores it with the test ECE and loss it gives. With --flips it measures
 test-time flips (each photo's probabilities averaged with its mirror image's) on validation and test and
-stores the figures; validation alone says whether they are worth taking.
+stores the figures; validation alone says whether they are worth taking. With --test-sizes it measures
+each model on the validation and test photos resized to each size (test-time resolution) and stores the
+figures; validation alone chooses the size.
 The dataset folder defaults to the one recorded in the result set.
 """
 
@@ -98,9 +101,19 @@ def fit_linear_probe(args) -> int:
     return 0
 
 
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes are whole pixels separated by commas, not {text!r}") from None
+    if any(size < 32 for size in sizes):
+        raise argparse.ArgumentTypeError("each size must be at least 32 pixels")
+    return sizes
+
+
 def describe(state: str, metrics: dict) -> str:
-    """One line on what was stored for a model: its fitted temperature, or its test-time flips."""
-    fitted, flips = metrics.get("calibration"), metrics.get("test_time_flip")
+    """One line on what was stored for a model: its fitted temperature, its test-time flips or sizes."""
+    fitted, flips, sizes = metrics.get("calibration"), metrics.get("test_time_flip"), metrics.get("test_time_size")
     if state == "calibrated" and fitted:
         return (f"temperature {fitted['temperature']:.2f}: test ECE {metrics['ece']:.3f} -> "
                 f"{fitted['test_ece_scaled']:.3f}, test loss {metrics['loss']:.3f} -> "
@@ -112,6 +125,14 @@ def describe(state: str, metrics: dict) -> str:
                 f"{val['loss_flip']:.3f}), {'taken' if flips['chosen'] else 'not taken'}; test {test['accuracy']:.1%} "
                 f"-> {test['accuracy_flip']:.1%} (photos fixed / broken: {test['fixed']} / {test['broken']}, "
                 f"{formatting.p_value(test['p_value'])})")
+    if state == "sizes measured" and sizes:
+        at = {int(size): entry for size, entry in sizes["sizes"].items()}
+        chosen = at[sizes["chosen"]]["test"]
+        taken = (f"taken: {sizes['chosen']} px (test photos fixed / broken against {sizes['image_size']} px: "
+                 f"{chosen['fixed']} / {chosen['broken']}, {formatting.p_value(chosen['p_value'])})"
+                 if sizes["chosen"] != sizes["image_size"] else "none taken")
+        return (f"sizes (px: accuracy %): validation {formatting.by_size({k: v['validation']['accuracy'] for k, v in at.items()})}; "
+                f"test {formatting.by_size({k: v['test']['accuracy'] for k, v in at.items()})}; {taken}")
     return state
 
 
@@ -125,6 +146,8 @@ def main(argv=None) -> int:
     parser.add_argument("--linear-probe", action="store_true", help="fit, test and store the linear-probe reference")
     parser.add_argument("--calibrate", action="store_true", help="fit and store each model's temperature on validation")
     parser.add_argument("--flips", action="store_true", help="measure and store test-time flips on validation and test")
+    parser.add_argument("--test-sizes", type=parse_sizes, default=None, metavar="PX,PX",
+                        help="measure and store test-time resolution at these sizes on validation and test")
     parser.add_argument("--backbones", default="vgg16,resnet50", help="frozen backbones for --openset/--linear-probe")
     parser.add_argument("--cache-dir", default="data/openset", help="feature cache of the frozen backbones (git-ignored)")
     args = parser.parse_args(argv)
@@ -135,16 +158,19 @@ def main(argv=None) -> int:
         return fit_linear_probe(args)
     try:
         result_set = artifacts.open_result_set(args.artifacts)
-        run = (evaluation.calibrate if args.calibrate else evaluation.test_time_flips if args.flips
-               else evaluation.reevaluate)
-        status = run(result_set, args.data_dir, args.weights_dir, args.models)
+        if args.test_sizes:
+            status = evaluation.test_time_sizes(result_set, args.test_sizes, args.data_dir, args.weights_dir, args.models)
+        else:
+            run = (evaluation.calibrate if args.calibrate else evaluation.test_time_flips if args.flips
+                   else evaluation.reevaluate)
+            status = run(result_set, args.data_dir, args.weights_dir, args.models)
     except (artifacts.ResultSetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result_set = artifacts.open_result_set(args.artifacts)
     for model_id, state in status.items():
         print(f"{model_id:20s} {describe(state, result_set.metrics(model_id) if model_id in result_set.models else {})}")
-    return 0 if all(s in ("evaluated", "calibrated", "flips measured") for s in status.values()) else 1
+    return 0 if all(s in ("evaluated", "calibrated", "flips measured", "sizes measured") for s in status.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Test-time flips: the figures count exactly the photos the mirror image fixes and breaks, validation alone
-decides, and ``evaluate.py --flips`` stores them where the Overview shows them."""
+"""Test-time options: flips (the figures count exactly the photos the mirror image fixes and breaks) and
+resolution (the photos at other sizes); validation alone decides, and ``evaluate.py --flips`` /
+``--test-sizes`` store them where the Overview shows them."""
 
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from core import artifacts, comparison, evaluation
 from core.specs import MODEL_IDS
 from test_pages import page
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import evaluate  # noqa: E402
 
 CLASSES = 4
 
@@ -73,3 +79,57 @@ def test_measured_flips_are_stored_and_shown_on_the_overview(tiny_data, tiny_res
     shown = next(e for e in at.expander if e.label.startswith("Test-time flips"))
     assert len(shown.dataframe[0].value) == len(MODEL_IDS)
     assert comparison.flip_table(artifacts.open_result_set(tiny_results)).empty
+
+
+def test_validation_chooses_the_size_and_the_test_counts_what_it_fixes_and_breaks():
+    labels = np.arange(20) % CLASSES
+    at_image_size = labels.copy()
+    at_image_size[:5] = (labels[:5] + 1) % CLASSES  # five photos wrong at the image size
+    larger = labels.copy()
+    larger[12:14] = (labels[12:14] + 1) % CLASSES  # right on those five, wrong on two others
+    both = lambda answers, confidence=0.7: {split: one_hot_ish(answers, confidence) for split in ("validation", "test")}
+    figures = evaluation.size_figures({48: both(at_image_size), 64: both(larger), 80: both(at_image_size, 0.9)},
+                                      {"validation": labels, "test": labels}, temperature=1.0, image_size=48)
+    assert figures["chosen"] == 64 and figures["image_size"] == 48
+    test = figures["sizes"]["64"]["test"]
+    assert (test["fixed"], test["broken"]) == (5, 2) and test["accuracy"] == pytest.approx(18 / 20)
+    assert figures["sizes"]["48"]["test"]["accuracy"] == pytest.approx(15 / 20)
+    assert (figures["sizes"]["48"]["test"]["fixed"], figures["sizes"]["48"]["test"]["broken"]) == (0, 0)
+    # The same answers at 80 px, more confident: as right as the image size, but a size is only taken when it
+    # does better on validation, and with a lower loss alone on a tie.
+    tie = evaluation.size_figures({48: both(at_image_size), 80: both(at_image_size, 0.9)},
+                                  {"validation": labels, "test": labels}, temperature=1.0, image_size=48)
+    assert tie["sizes"]["80"]["validation"]["loss"] > tie["sizes"]["48"]["validation"]["loss"]
+    assert tie["chosen"] == 48
+    # Better on test only: the test split must not sway the choice.
+    swayed = evaluation.size_figures(
+        {48: both(at_image_size), 64: {"validation": one_hot_ish(at_image_size, 0.6), "test": one_hot_ish(labels)}},
+        {"validation": labels, "test": labels}, temperature=1.0, image_size=48)
+    assert swayed["sizes"]["64"]["test"]["accuracy"] == 1.0 and swayed["chosen"] == 48
+
+
+def test_measured_sizes_are_stored_and_shown_on_the_overview(tiny_data, tiny_results, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    assert evaluate.main(["--artifacts", str(copy), "--data-dir", str(tiny_data), "--test-sizes", "64,40"]) == 0
+    printed = capsys.readouterr().out
+    rs = artifacts.open_result_set(copy)
+    assert rs.problems == {}
+    image_size = rs.config["image_size"]
+    table = comparison.size_table(rs).set_index("id")
+    for model_id in MODEL_IDS:
+        sizes = rs.metrics(model_id)["test_time_size"]
+        assert sorted(sizes["sizes"]) == sorted(str(s) for s in (40, image_size, 64))
+        # At the image size the figures are the stored test predictions', exactly.
+        assert sizes["sizes"][str(image_size)]["test"]["accuracy"] == pytest.approx(rs.metrics(model_id)["accuracy"])
+        chosen = sizes["sizes"][str(sizes["chosen"])]
+        assert table.loc[model_id, "test_chosen"] == chosen["test"]["accuracy"]
+        assert chosen["validation"]["accuracy"] == max(v["validation"]["accuracy"] for v in sizes["sizes"].values())
+        assert f"{model_id} " in printed and "sizes (px: accuracy %): validation 40: " in printed
+    at = page("overview", copy)
+    assert not at.exception
+    shown = next(e for e in at.expander if e.label.startswith("Test-time resolution"))
+    assert len(shown.dataframe[0].value) == len(MODEL_IDS)
+    assert comparison.size_table(artifacts.open_result_set(tiny_results)).empty
+    with pytest.raises(SystemExit):
+        evaluate.main(["--artifacts", str(copy), "--test-sizes", "288,big"])
