@@ -260,7 +260,8 @@ def per_class_table(result_set: ResultSet, model_id: str) -> pd.DataFrame:
 
 
 def image_table(result_set: ResultSet, model_ids: list[str]) -> pd.DataFrame:
-    """One row per test image: its true class and each model's prediction, confidence and correctness."""
+    """One row per test image: its true class and each model's prediction, confidence and correctness. The
+    confidence is temperature-scaled where the model has a fitted temperature, as the Classify page gives it."""
     names = result_set.class_names
     frame = None
     for model_id in model_ids:
@@ -268,7 +269,8 @@ def image_table(result_set: ResultSet, model_ids: list[str]) -> pd.DataFrame:
         if frame is None:
             frame = pd.DataFrame({"file": preds.files, "true": [names[i] for i in preds.y_true]})
         frame[f"{model_id}:pred"] = [names[i] for i in preds.y_pred]
-        frame[f"{model_id}:conf"] = preds.probs.max(axis=1)
+        scaled = calibration.scale(preds.probs, calibration.temperature(result_set.metrics(model_id)))
+        frame[f"{model_id}:conf"] = scaled.max(axis=1)
         frame[f"{model_id}:correct"] = preds.correct
     return frame if frame is not None else pd.DataFrame(columns=["file", "true"])
 

@@ -236,23 +236,28 @@ def _against_alone(right: np.ndarray, right_alone: np.ndarray) -> dict:
             "accuracy_interval": list(stats.wilson_interval(int(right.sum()), len(right)))}
 
 
-def size_figures(by_size: dict[int, dict[str, np.ndarray]], labels: dict[str, np.ndarray], temperature: float,
-                 image_size: int) -> dict:
+def size_figures(by_size: dict[int, dict[str, np.ndarray]], labels: dict[str, np.ndarray], image_size: int) -> dict:
     """Test-time resolution: each photo resized to another size than the image size the model trained at
     (``by_size[size][split]``: probabilities; ``image_size`` among the sizes), on validation (which chooses the
     size) and test (what it gives, with the exact McNemar test against the image size). Models trained on
     zoomed-in crops see objects larger than a whole photo shows them, and may answer better on photos shown
     larger (Touvron et al. 2019, "Fixing the train-test resolution discrepancy")."""
-    scaled = {size: {split: calibration.scale(p, temperature) for split, p in probs.items()}
+    # A model is more or less confident on photos at another size, so one temperature for all sizes would
+    # charge the other sizes a calibration loss the image size's own fit does not pay: each size gets its own,
+    # fitted on its validation photos as the stored one was at the image size.
+    temperatures = {size: calibration.fit_temperature(probs["validation"], labels["validation"])
+                    for size, probs in by_size.items()}
+    scaled = {size: {split: calibration.scale(p, temperatures[size]) for split, p in probs.items()}
               for size, probs in by_size.items()}
     right = {size: {split: p.argmax(1) == labels[split] for split, p in probs.items()} for size, probs in scaled.items()}
-    figures = {"method": "each photo resized to the size; temperature-scaled probabilities", "image_size": image_size,
-               "sizes": {}}
+    figures = {"method": "each photo resized to the size; probabilities scaled by a temperature fitted on the "
+                         "validation photos at that size", "image_size": image_size, "sizes": {}}
     for size in sorted(scaled):
         figures["sizes"][str(size)] = {
-            split: {"n": int(len(labels[split])), "accuracy": float(right[size][split].mean()),
-                    "loss": stats.negative_log_likelihood(scaled[size][split], labels[split])}
-            for split in ("validation", "test")
+            "temperature": temperatures[size],
+            **{split: {"n": int(len(labels[split])), "accuracy": float(right[size][split].mean()),
+                       "loss": stats.negative_log_likelihood(scaled[size][split], labels[split])}
+               for split in ("validation", "test")},
         }
         figures["sizes"][str(size)]["test"].update(_against_alone(right[size]["test"], right[image_size]["test"]))
     # Chosen on validation only, as the flips: right more often, or as often with a lower loss; the image
@@ -291,7 +296,7 @@ def test_time_sizes(result_set, sizes, data_dir=None, weights_dir=None, model_id
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     for model_id in loaded:
         metrics = result_set.metrics(model_id)
-        metrics["test_time_size"] = size_figures(by_size[model_id], labels, calibration.temperature(metrics), image_size)
+        metrics["test_time_size"] = size_figures(by_size[model_id], labels, image_size)
         with writer.model_folder(model_id, keep_existing=True) as folder:
             artifacts.write_json(folder / artifacts.METRICS, metrics)
         status[model_id] = "sizes measured"

@@ -83,6 +83,24 @@ def by_size(accuracies: dict[int, float]) -> str:
     return " · ".join(f"{size}: {100 * accuracy:.1f}" for size, accuracy in sorted(accuracies.items()))
 
 
+def size_display(sizes: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``comparison.size_table`` as the Overview shows them: one column per size (validation and test
+    accuracy, "83.3 · 88.0"; MISSING where a model was not measured at it), the size taken and its test figures."""
+    columns = sorted({size for row in sizes.itertuples() for size in row.validation_accuracy})
+    shown = {"Model": list(sizes["model"])}
+    for size in columns:
+        shown[f"{size} px"] = [
+            f"{100 * row.validation_accuracy[size]:.1f} · {100 * row.test_accuracy[size]:.1f}"
+            if size in row.validation_accuracy else MISSING for row in sizes.itertuples()]
+    taken = [row.chosen != row.image_size for row in sizes.itertuples()]
+    shown["Taken: test [95 %]"] = [
+        f"{row.chosen} px: {percent_interval(row.test_chosen, row.test_low, row.test_high)}" if was else "none"
+        for row, was in zip(sizes.itertuples(), taken)]
+    shown["Fixed / broken"] = [f"{row.fixed} / {row.broken} ({p_value(row.p_value)})" if was else MISSING
+                               for row, was in zip(sizes.itertuples(), taken)]
+    return pd.DataFrame(shown)
+
+
 PERCENT_FORMAT = "%.1f %%"
 
 # The Overview as shown: two tables, each fitting a 1400 px screen without sideways scrolling; every cell a

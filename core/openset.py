@@ -37,6 +37,7 @@ METHOD = (
     "each standardised on validation, on frozen ImageNet pooled features"
 )
 ENSEMBLE = "ensemble"
+BACKBONE_TITLES = {"vgg16": "VGG16", "resnet50": "ResNet50"}
 MODEL_BACKBONE = {"vgg16": "vgg16", "vgg16_attention": "vgg16", "resnet50": "resnet50", "resnet50_attention": "resnet50"}
 
 
@@ -49,6 +50,13 @@ def model_detector(model_id: str, detectors) -> str:
     """A model's own backbone's detector; the CNN models (no ImageNet trunk) use the ensemble's."""
     backbone = MODEL_BACKBONE.get(model_id)
     return backbone if backbone in detectors else ENSEMBLE
+
+
+def detector_title(detector: str) -> str:
+    """What a detector reads, in words: 'vgg16' -> 'VGG16 features', the ensemble's -> 'both backbones' features'."""
+    if detector == ENSEMBLE:
+        return "both backbones' features"
+    return f"{BACKBONE_TITLES.get(detector, detector)} features"
 
 
 def normalise(features: np.ndarray) -> np.ndarray:

@@ -16,8 +16,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT, TINY_CLASSES, make_photo
+from core import images
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = ["", "overview", "curves", "confusion", "attention", "statistics", "classify", "data"]
@@ -226,7 +228,12 @@ def test_uploading_a_phone_photo_shows_results(app_url, browser, tmp_path, name)
     photo = make_photo(TINY_CLASSES["banana"], np.random.default_rng(9), size=120)
     path = tmp_path / name
     if name.endswith(".jpg"):
-        photo.resize((12000, 9000)).save(path, quality=10)
+        # As heavy as a phone's: sensor noise at quality 95 makes it about 28 MB, over the 20 MB the uploader
+        # once allowed. (JPEG codes 8x8 blocks alone, so a tiled noise costs what fresh noise would.)
+        pixels = np.asarray(photo.resize((12000, 9000)), np.int16)
+        pixels += np.tile(np.random.default_rng(0).integers(-7, 8, (900, 1200, 3), dtype=np.int16), (10, 10, 1))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=95)
+        assert 20 * 2**20 < path.stat().st_size <= images.MAX_FILE_BYTES
     else:
         photo.resize((1200, 900)).save(path, quality=80)
     page = browser.new_page(viewport={"width": 1280, "height": 2400})

@@ -74,16 +74,17 @@ def test_hostile_uploads_one_after_the_other_then_a_photo_still_classifies(app_u
     page.close()
 
 
-def test_a_file_over_the_upload_limit_is_refused_and_the_page_keeps_working(app_url, browser):
+def test_a_file_over_the_upload_limit_is_refused_and_the_page_keeps_working(app_url, browser, tmp_path):
     battery = {u.name: u for u in hostile_uploads(gif=False)}
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.goto(f"{app_url}/classify")
     settle(page)
-    huge = battery["huge.jpg"]  # 21 MB: over server.maxUploadSize = 20
-    page.locator('input[type="file"]').first.set_input_files(
-        files=[{"name": huge.name, "mimeType": huge.mime, "buffer": huge.data}])
+    huge = battery["huge.jpg"]  # 65 MB: over server.maxUploadSize = 64
+    on_disk = tmp_path / huge.name  # Playwright takes buffers up to 50 MB only
+    on_disk.write_bytes(huge.data)
+    page.locator('input[type="file"]').first.set_input_files(str(on_disk))
     # Streamlit's own check, in the browser: the file never reaches the server, so no script runs.
-    refusal = re.compile(r"File must be 20(\.0)?\s?MB or smaller")
+    refusal = re.compile(r"File must be 64(\.0)?\s?MB or smaller")
     page.get_by_text(refusal).first.wait_for(timeout=60_000)
     settle(page)
     assert page.locator('[data-testid="stException"]').count() == 0

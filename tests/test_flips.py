@@ -88,24 +88,47 @@ def test_validation_chooses_the_size_and_the_test_counts_what_it_fixes_and_break
     larger = labels.copy()
     larger[12:14] = (labels[12:14] + 1) % CLASSES  # right on those five, wrong on two others
     both = lambda answers, confidence=0.7: {split: one_hot_ish(answers, confidence) for split in ("validation", "test")}
+    splits = {"validation": labels, "test": labels}
     figures = evaluation.size_figures({48: both(at_image_size), 64: both(larger), 80: both(at_image_size, 0.9)},
-                                      {"validation": labels, "test": labels}, temperature=1.0, image_size=48)
+                                      splits, image_size=48)
     assert figures["chosen"] == 64 and figures["image_size"] == 48
     test = figures["sizes"]["64"]["test"]
     assert (test["fixed"], test["broken"]) == (5, 2) and test["accuracy"] == pytest.approx(18 / 20)
     assert figures["sizes"]["48"]["test"]["accuracy"] == pytest.approx(15 / 20)
     assert (figures["sizes"]["48"]["test"]["fixed"], figures["sizes"]["48"]["test"]["broken"]) == (0, 0)
-    # The same answers at 80 px, more confident: as right as the image size, but a size is only taken when it
-    # does better on validation, and with a lower loss alone on a tie.
-    tie = evaluation.size_figures({48: both(at_image_size), 80: both(at_image_size, 0.9)},
-                                  {"validation": labels, "test": labels}, temperature=1.0, image_size=48)
-    assert tie["sizes"]["80"]["validation"]["loss"] > tie["sizes"]["48"]["validation"]["loss"]
-    assert tie["chosen"] == 48
+    # The same answers at 80 px: a size is only taken when it does better on validation; the image size stays.
+    assert evaluation.size_figures({48: both(at_image_size), 80: both(at_image_size)}, splits, 48)["chosen"] == 48
+    # As often right at 80 px, its wrong answers giving the true class the next most: a lower loss, so taken.
+    hedged = one_hot_ish(at_image_size, 0.7)
+    hedged[np.arange(5), labels[:5]] = 0.25
+    hedged /= hedged.sum(1, keepdims=True)
+    on_a_tie = evaluation.size_figures({48: both(at_image_size), 80: {"validation": hedged, "test": hedged}}, splits, 48)
+    assert on_a_tie["sizes"]["80"]["validation"]["loss"] < on_a_tie["sizes"]["48"]["validation"]["loss"]
+    assert on_a_tie["chosen"] == 80
     # Better on test only: the test split must not sway the choice.
+    one_more_wrong = at_image_size.copy()
+    one_more_wrong[6] = (labels[6] + 1) % CLASSES
     swayed = evaluation.size_figures(
-        {48: both(at_image_size), 64: {"validation": one_hot_ish(at_image_size, 0.6), "test": one_hot_ish(labels)}},
-        {"validation": labels, "test": labels}, temperature=1.0, image_size=48)
+        {48: both(at_image_size), 64: {"validation": one_hot_ish(one_more_wrong), "test": one_hot_ish(labels)}},
+        splits, image_size=48)
     assert swayed["sizes"]["64"]["test"]["accuracy"] == 1.0 and swayed["chosen"] == 48
+
+
+def test_each_size_is_scaled_by_a_temperature_fitted_at_that_size():
+    labels = np.arange(40) % CLASSES
+    answers = labels.copy()
+    answers[:8] = (labels[:8] + 1) % CLASSES  # 80 % right at every size
+    # As confident as right at the image size; at 64 px the same answers at 99 %: over-confident.
+    by_size = {48: {split: one_hot_ish(answers, 0.8) for split in ("validation", "test")},
+               64: {split: one_hot_ish(answers, 0.99) for split in ("validation", "test")}}
+    figures = evaluation.size_figures(by_size, {"validation": labels, "test": labels}, image_size=48)
+    at_image_size, larger = figures["sizes"]["48"], figures["sizes"]["64"]
+    assert at_image_size["temperature"] == pytest.approx(1.0, abs=0.05) and larger["temperature"] > 1.5
+    # Its own temperature takes the over-confidence away: the loss is the image size's, not the far higher
+    # loss of the 99 % answers as they are (which one temperature for all sizes would leave them).
+    unscaled = -np.log(by_size[64]["validation"][np.arange(40), labels]).mean()
+    assert larger["validation"]["loss"] == pytest.approx(at_image_size["validation"]["loss"], rel=1e-3)
+    assert larger["validation"]["loss"] < unscaled - 0.4
 
 
 def test_measured_sizes_are_stored_and_shown_on_the_overview(tiny_data, tiny_results, tmp_path, capsys):

@@ -211,14 +211,14 @@ def test_file_too_large_bytes(monkeypatch):
 def test_file_too_large_path_checked_before_reading(tmp_path, monkeypatch):
     path = tmp_path / "huge.jpg"
     with open(path, "wb") as fh:
-        fh.truncate(55 * 1024 * 1024)  # sparse: nothing is written
+        fh.truncate(70 * 1024 * 1024)  # sparse: nothing is written
 
     def no_open(*args, **kwargs):  # the file must be rejected from os.stat alone
         raise AssertionError("file was opened")
 
     monkeypatch.setattr("builtins.open", no_open)
-    assert error_of(path) == "file is too large: 55.0 MB (limit 20 MB)"
-    assert error_of(str(path)) == "file is too large: 55.0 MB (limit 20 MB)"
+    assert error_of(path) == "file is too large: 70.0 MB (limit 64 MB)"
+    assert error_of(str(path)) == "file is too large: 70.0 MB (limit 64 MB)"
 
 
 class FakeUpload:
@@ -240,8 +240,8 @@ class FakeUpload:
 
 
 def test_file_too_large_upload_checked_before_reading():
-    upload = FakeUpload(valid_png(), size=55 * 1024 * 1024)
-    assert error_of(upload) == "file is too large: 55.0 MB (limit 20 MB)"
+    upload = FakeUpload(valid_png(), size=70 * 1024 * 1024)
+    assert error_of(upload) == "file is too large: 70.0 MB (limit 64 MB)"
     assert upload.reads == 0
 
 
@@ -582,7 +582,7 @@ def test_image_digest():
 
 
 def test_constants():
-    assert images.MAX_FILE_BYTES == 20 * 1024 * 1024
+    assert images.MAX_FILE_BYTES == 64 * 1024 * 1024
     assert images.MAX_PIXELS == 40_000_000
     assert images.MIN_SIDE == 16 and images.MAX_ASPECT == 8.0
     assert images.ALLOWED_FORMATS == {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "HEIF"}

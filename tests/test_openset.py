@@ -177,6 +177,10 @@ def test_overview_shows_each_detectors_figures_and_hardest_classes(tiny_results,
     assert not at.exception
     lines = [m.value for m in at.markdown if "known test photos kept" in m.value]
     assert len(lines) == 3
-    for name, line in zip(("vgg16", "resnet50", openset.ENSEMBLE), lines):
+    # Each detector named by the features it reads, with the models whose verdict it gives.
+    shown = {"vgg16": "VGG16 features** (VGG16 (fine-tuned), VGG16 + attention)",
+             "resnet50": "ResNet50 features** (ResNet50 (fine-tuned), ResNet50 + attention)",
+             openset.ENSEMBLE: "both backbones' features** (CNN, CNN + attention, the average)"}
+    for name, line in zip(shown, lines):
         hardest = next(iter(protocol[name]["class_auroc"]))
-        assert line.startswith(f"- **{name}**: AUROC {protocol[name]['auroc']:.3f}") and f"(AUROC): {hardest} " in line
+        assert line.startswith(f"- **{shown[name]}: AUROC {protocol[name]['auroc']:.3f}") and f"(AUROC): {hardest} " in line

@@ -7,7 +7,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from core import artifacts, comparison, formatting
+from core import artifacts, calibration, comparison, formatting
 from core.artifacts import ResultSet
 from core.specs import MODEL_SPECS
 
@@ -249,3 +249,15 @@ def test_a_flat_true_class_map_is_named_and_not_drawn_as_one_blue(tiny_results, 
     assert cnn.proto.imgs[0].url == at.image[0].proto.imgs[0].url
     drawn = [image for image in at.image[1:] if "flat map" not in image.captions[0]]
     assert drawn and all(image.proto.imgs[0].url != at.image[0].proto.imgs[0].url for image in drawn)
+
+
+def test_the_confidence_shown_beside_a_map_is_the_one_classify_gives(tiny_results):
+    rs = artifacts.open_result_set(tiny_results)
+    table = comparison.image_table(rs, list(rs.models))
+    tells_them_apart = False
+    for model_id in rs.models:
+        probs = rs.predictions(model_id).probs
+        scaled = calibration.scale(probs, calibration.temperature(rs.metrics(model_id))).max(axis=1)
+        np.testing.assert_allclose(table[f"{model_id}:conf"], scaled, rtol=1e-6)
+        tells_them_apart |= not np.allclose(scaled, probs.max(axis=1), atol=1e-3)
+    assert tells_them_apart  # some model of the tiny set has a temperature that moves its confidences

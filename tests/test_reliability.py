@@ -110,8 +110,8 @@ def hostile_uploads(*, huge: bool = True, gif: bool = True) -> list[Upload]:
         Upload("photo.bmp", encode(other, "BMP"), "image/bmp", same_as=other),
     ]
     if huge:  # over core.images.MAX_FILE_BYTES (and Streamlit's server.maxUploadSize)
-        uploads.insert(4, Upload("huge.jpg", b"\xff\xd8\xff\xe0" + bytes(21 * 2**20), "image/jpeg",
-                                 r"^file is too large: 21\.0 MB \(limit 20 MB\)$"))
+        uploads.insert(4, Upload("huge.jpg", b"\xff\xd8\xff\xe0" + bytes(65 * 2**20), "image/jpeg",
+                                 r"^file is too large: 65\.0 MB \(limit 64 MB\)$"))
     if gif:
         uploads.insert(-1, Upload("animated.gif", encode(palette, "GIF", save_all=True,
                                                          append_images=[other.convert("P")]), "image/gif"))
@@ -153,7 +153,7 @@ def loaded(tiny_results):
 
 def test_upload_limit_is_the_same_in_streamlit_config_and_in_code():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["maxUploadSize"] == 20
+    assert config["server"]["maxUploadSize"] == 64
     assert images.MAX_FILE_BYTES == config["server"]["maxUploadSize"] * 2**20
 
 

@@ -323,6 +323,8 @@ def test_browser_renders_the_comparison_views_with_three_then_two_sets(tiny_resu
                 if link == "Statistics":  # the two clean sets share their test photos, the study's split not
                     assert "both were tested on the same photos" in page.inner_text("body")
                     assert "the test photos differ" in page.inner_text("body")
+                    # Names keep their capitals in the caption (not "exact mcnemar test").
+                    assert "(paired bootstrap interval, exact McNemar test)" in page.inner_text("body")
             removed = page.locator('[data-testid="stMultiSelectTagsContainer"] button[aria-label^="Remove"]').last
             removed.click()  # then the views whose layout changes with two sets
             page.locator('[data-testid="stSidebarNavLink"]', has_text="Statistics").click()

@@ -234,6 +234,8 @@ def statistics() -> None:
             "Difference (pp, 95 % interval)": [_diff_text(r) for r in part.itertuples()],
         })
         if paired:
-            frame["McNemar p"] = [formatting.number(p, 3) for p in part.p_value]
+            frame["Exact McNemar"] = [formatting.p_value(p) for p in part.p_value]
         st.dataframe(frame, hide_index=True, width="stretch")
-    st.caption("; ".join(sorted(set(diffs.method))).capitalize() + "." + _unfinished(sets))
+    methods = "; ".join(sorted(set(diffs.method)))
+    # str.capitalize would lower-case the rest, names included ("mcnemar").
+    st.caption(methods[:1].upper() + methods[1:] + "." + _unfinished(sets))

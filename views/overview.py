@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison, formatting, recipes, resultsets
+from core import comparison, formatting, openset, recipes, resultsets
 from views import common, multiset, probe
 
 st.title("Overview")
@@ -36,7 +36,9 @@ def formatted_table(part: str) -> None:
 formatted_table("accuracy")
 st.caption("Green: the best value of its column. Interval: 95 % Wilson. Clean acc.: on the test images without a "
            "copy in training. Δ: accuracy minus the study's, in percentage points. Seeds: accuracy over training "
-           "runs that differ only in the random seed (– for a single run). The CSV holds every figure unrounded.")
+           "runs that differ only in the random seed (– for a single run). Loss and ECE: the probabilities as the "
+           "models output them, as the study measured them; Statistics has them after temperature scaling, as the "
+           "Classify page shows them. The CSV holds every figure unrounded.")
 st.markdown("**Cost**")
 formatted_table("cost")
 st.caption("Epochs: run (best by validation loss: the weights kept). ms / image: one photo through the whole "
@@ -111,18 +113,10 @@ if not flips.empty:
 sizes = comparison.size_table(rs)
 if not sizes.empty:
     with st.expander("Test-time resolution: the photos at other sizes"):
-        st.dataframe(pd.DataFrame({
-            "Model": sizes["model"],
-            "Validation % by size (px)": [formatting.by_size(r.validation_accuracy) for r in sizes.itertuples()],
-            "Test % by size (px)": [formatting.by_size(r.test_accuracy) for r in sizes.itertuples()],
-            "Taken: test [95 %]": [
-                f"{r.chosen} px: {formatting.percent_interval(r.test_chosen, r.test_low, r.test_high)}"
-                if r.chosen != r.image_size else "none" for r in sizes.itertuples()],
-            "Fixed / broken": [f"{r.fixed} / {r.broken} ({formatting.p_value(r.p_value)})" if r.chosen != r.image_size
-                               else "–" for r in sizes.itertuples()],
-        }), hide_index=True)
-        st.caption("Each photo resized to the size instead of the image size the model trained at; probabilities "
-                   "temperature-scaled. Taken: the size with the most validation photos right (at a lower NLL on "
+        st.dataframe(formatting.size_display(sizes), hide_index=True)
+        st.caption("Each size's column: validation · test accuracy (%), each photo resized to the size instead of "
+                   "the image size the model trained at; probabilities scaled by a temperature fitted on the "
+                   "validation photos at that size. Taken: the size with the most validation photos right (at a lower NLL on "
                    "a tie), the image size unless another does better, with its test accuracy and 95 % Wilson "
                    "interval. Fixed / broken: test photos the taken size "
                    "turns right / wrong against the image size, with the exact McNemar test. The tables above and "
@@ -137,15 +131,18 @@ with st.expander("Open-set verdict: photos of none of the known classes"):
         st.markdown(
             f"Method: {info['method']}; each threshold keeps {info['keep']:.0%} of the validation photos. "
             "Measured with some classes held out (5 folds of about 6 classes): the held-out classes' photos "
-            "should be flagged, the other classes' test photos kept. VGG16 models use the VGG16 detector, ResNet50 "
-            "models the ResNet50 one, the two CNN models and the average the ensemble's (both backbones)."
+            "should be flagged, the other classes' test photos kept. Each detector below reads one backbone's "
+            "features, or both side by side, and gives the verdict of the models named beside it."
             + (" Held out together, as one produce under two names (each pair shares a byte-identical photo): "
                + "; ".join(" and ".join(group) for group in info["held_out_together"]) + "."
                if info.get("held_out_together") else "")
         )
-        for name, f in info["held_out_protocol"].items():
+        detectors = info["held_out_protocol"]
+        for name, f in detectors.items():
             hardest = ", ".join(f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:4])
-            st.markdown(f"- **{name}**: AUROC {f['auroc']:.3f} · known test photos kept {f['known_test_kept']:.1%} "
+            users = [common.title(m) for m in rs.models if openset.model_detector(m, detectors) == name]
+            users += ["the average"] if name == openset.ENSEMBLE else []
+            st.markdown(f"- **{openset.detector_title(name)}** ({', '.join(users)}): AUROC {f['auroc']:.3f} · known test photos kept {f['known_test_kept']:.1%} "
                         f"· unknown photos accepted {f['unknown_accepted']:.1%} · hardest held-out classes "
                         f"(AUROC): {hardest}")
         st.caption("Class AUROC: that held-out class's photos against the known test photos of its fold. The "
