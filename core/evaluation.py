@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from core import artifacts, calibration, dataset, inference, models, stats
-from core.explain import Explainer
+from core.explain import GRADCAM_TARGET, Explainer
 from core.specs import ModelSpec
 
 # Test images used for the Grad-CAM randomisation check; a few dozen give a stable mean correlation.
@@ -45,6 +45,7 @@ def run_test_split(model: keras.Model, spec: ModelSpec, explain_inputs, photos, 
     if explanation.attention is not None:
         maps["attention"] = explanation.attention
     metrics = evaluate(probs, y_test, class_names, class_groups, clean_mask)
+    metrics["gradcam_target"] = GRADCAM_TARGET
     metrics["inference_ms"] = inference_ms(model, photos)
     metrics["sanity"] = randomisation_check(model, spec, explain_inputs[:SANITY_IMAGES], maps["gradcam_pred"][:SANITY_IMAGES])
     return SplitResult(probs, maps, metrics)
@@ -170,6 +171,10 @@ def _loadable(result_set, model_ids, weights_dir, status: dict):
         yield model_id, model, result_set.spec(model_id)
 
 
+# What `test_time_flips` and `test_time_sizes` store in a model's metrics.
+MEASURED_OPTIONS = ("test_time_flip", "test_time_size")
+
+
 def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Test a result set's models again on its recorded test split and rewrite their test files.
 
@@ -185,9 +190,11 @@ def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, prog
     for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
         tested = run_test_split(model, spec, top_inputs(model, spec, photos), photos, y_test, result_set.class_names,
                                 result_set.class_groups, clean_mask)
-        earlier = result_set.metrics(model_id).get("calibration")
-        if earlier:
-            tested.metrics["calibration"] = calibration.on_test(earlier, tested.probs, y_test)
+        earlier = result_set.metrics(model_id)
+        if earlier.get("calibration"):
+            tested.metrics["calibration"] = calibration.on_test(earlier["calibration"], tested.probs, y_test)
+        # Options measured with the same weights on the same photos stay as measured.
+        tested.metrics.update({key: earlier[key] for key in MEASURED_OPTIONS if key in earlier})
         with writer.model_folder(model_id, keep_existing=True) as folder:
             artifacts.write_test_files(folder, [f.path for f in kept], y_test, tested.probs, tested.maps, tested.metrics)
         status[model_id] = "evaluated"

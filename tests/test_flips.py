@@ -154,5 +154,12 @@ def test_measured_sizes_are_stored_and_shown_on_the_overview(tiny_data, tiny_res
     shown = next(e for e in at.expander if e.label.startswith("Test-time resolution"))
     assert len(shown.dataframe[0].value) == len(MODEL_IDS)
     assert comparison.size_table(artifacts.open_result_set(tiny_results)).empty
+    # Evaluating the same weights again (to refresh the test files) keeps what was measured with them, and
+    # records what the new Grad-CAM maps are of.
+    measured = {m: rs.metrics(m)["test_time_size"] for m in MODEL_IDS}
+    assert evaluate.main(["--artifacts", str(copy), "--data-dir", str(tiny_data)]) == 0
+    again = artifacts.open_result_set(copy)
+    assert {m: again.metrics(m)["test_time_size"] for m in MODEL_IDS} == measured
+    assert {again.metrics(m)["gradcam_target"] for m in MODEL_IDS} == {"log-probability"}
     with pytest.raises(SystemExit):
         evaluate.main(["--artifacts", str(copy), "--test-sizes", "288,big"])

@@ -193,3 +193,24 @@ def test_explaining_six_models_traces_each_once_and_warns_of_no_retracing():
         tf.get_logger().removeHandler(handler)
     assert [e.traces for e in explainers] == [1] * 6
     assert not [w.getMessage() for w in warnings if "retracing" in w.getMessage()]
+
+
+def test_grad_cam_shows_where_a_class_wins_even_with_a_negative_logit():
+    # The ResNet50 models predict many photos' classes with a negative logit: the class wins by being least
+    # suppressed. Here every class's weights are negative on the (non-negative, ReLU) last map, class 0's
+    # least: the gradient of its logit is negative everywhere and its map would be zero after the ReLU, while
+    # that of its log-probability weighs it against the others and draws where the map is strong.
+    from core.explain import Explainer
+
+    model, spec = models.build_model("cnn", 3, 32), MODEL_SPECS["cnn"]
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel = -0.01 * np.tile(np.arange(1, 4, dtype=kernel.dtype), (kernel.shape[0], 1))
+    model.get_layer("logits").set_weights([kernel, np.full_like(bias, -1.0)])
+    photos = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    explainer = Explainer(model, spec)
+    logits = keras.ops.convert_to_numpy(explainer.from_conv(explainer.to_conv(photos))["logits"])
+    assert (logits < 0).all() and (logits.argmax(axis=1) == 0).all()
+    maps = explainer(photos).gradcam[:, 0]
+    strength = keras.ops.convert_to_numpy(explainer.to_conv(photos)).sum(axis=-1)  # every channel weighs alike
+    assert np.allclose(maps.max(axis=(1, 2)), 1.0)  # the logit's would be zero everywhere
+    np.testing.assert_allclose(maps, strength / strength.max(axis=(1, 2), keepdims=True), atol=1e-4)

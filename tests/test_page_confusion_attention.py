@@ -261,3 +261,20 @@ def test_the_confidence_shown_beside_a_map_is_the_one_classify_gives(tiny_result
         np.testing.assert_allclose(table[f"{model_id}:conf"], scaled, rtol=1e-6)
         tells_them_apart |= not np.allclose(scaled, probs.max(axis=1), atol=1e-3)
     assert tells_them_apart  # some model of the tiny set has a temperature that moves its confidences
+
+
+def test_the_attention_page_names_the_models_whose_stored_maps_are_of_the_logit(tiny_results, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    rs = artifacts.open_result_set(copy)
+    text = lambda at: " ".join(m.value for m in at.markdown)
+    assert "stored with the class's logit" not in text(page("attention", copy))
+    # A set made before the maps took the log-probability: its maps say nothing of their target.
+    metrics = rs.metrics("cnn")
+    del metrics["gradcam_target"]
+    with artifacts.ResultSetWriter(copy, rs.config).model_folder("cnn", keep_existing=True) as folder:
+        artifacts.write_json(folder / artifacts.METRICS, metrics)
+    at = page("attention", copy)
+    assert not at.exception and "maps of CNN were stored with the class's logit" in text(at)

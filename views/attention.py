@@ -31,7 +31,7 @@ def prediction_caption(row, model_id: str, of_class: str | None = None) -> str:
 
 
 def flat(heatmap: np.ndarray) -> bool:
-    """A map without any region standing out: nothing in the photo raises the class's score."""
+    """A map without any region standing out: nothing in the photo raises the class against the others."""
     return float(np.ptp(heatmap)) < FLAT_RANGE
 
 
@@ -58,9 +58,14 @@ def sanity_summary(sanity) -> str:
 
 rs = common.result_set()
 st.title("Attention maps")
+# Sets stored before the maps took the log-probability keep their logit maps (no weights to redo them).
+logit_maps = [common.title(m) for m in rs.models if rs.metrics(m).get("gradcam_target") != explain.GRADCAM_TARGET]
 st.markdown(
-    "- **Grad-CAM**: the regions of the last convolutional feature map that raise one class's score, found "
-    "from gradients after the prediction: of the predicted class, or of the true class.\n"
+    "- **Grad-CAM**: the regions of the last convolutional feature map that raise one class's probability "
+    "against the other classes, found from the gradients of its log-probability after the prediction: of the "
+    "predicted class, or of the true class."
+    + (f" This set's maps of {', '.join(logit_maps)} were stored with the class's logit as the score (the Grad-CAM "
+       "paper's), which is flat wherever the class wins with a negative logit." if logit_maps else "") + "\n"
     "- **Attention map**: the weights that the attention models' own attention layer gives each position before "
     "pooling: part of how the prediction is made, the same whatever the class."
 )

@@ -156,7 +156,8 @@ def model_cards():
     controls = st.columns([2, 2, 3])
     kind = controls[0].radio("Heatmap", ["Grad-CAM", "Attention"], horizontal=True,
                              help="Attention: the map the attention models use to pool features (only those two). "
-                             "Grad-CAM: which regions raise the target class's score, for all six.")
+                             "Grad-CAM: which regions raise the target class's probability against the "
+                             "other classes, for all six.")
     opacity = controls[1].slider("Opacity", 0.0, 1.0, 0.45, 0.05)
     ranked = [class_names[i] for i in np.argsort(-result.ensemble()[0])]
     target = controls[2].selectbox("Grad-CAM target class", ["each model's top class", *ranked],
