@@ -388,8 +388,11 @@ def sanity_table(metrics: dict[str, dict]) -> pd.DataFrame:
             "passes": bool(check.get("passes", False)),
             "gradcam_rank_correlation": check.get("gradcam_rank_correlation", np.nan),
             "threshold": check.get("threshold", np.nan),
+            "images": check.get("images", np.nan),
+            "flat_randomised": check.get("flat_randomised", np.nan),
         })
-    return pd.DataFrame(rows, columns=["id", "checked", "passes", "gradcam_rank_correlation", "threshold"])
+    return pd.DataFrame(rows, columns=["id", "checked", "passes", "gradcam_rank_correlation", "threshold", "images",
+                                       "flat_randomised"])
 
 
 def find_test_photo(result_set: ResultSet, file: str, label: str) -> Path | None:

@@ -47,12 +47,14 @@ def run_test_split(model: keras.Model, spec: ModelSpec, explain_inputs, photos, 
     metrics = evaluate(probs, y_test, class_names, class_groups, clean_mask)
     metrics["gradcam_target"] = GRADCAM_TARGET
     metrics["inference_ms"] = inference_ms(model, photos)
-    metrics["sanity"] = randomisation_check(model, spec, explain_inputs[:SANITY_IMAGES], maps["gradcam_pred"][:SANITY_IMAGES])
+    metrics["sanity"] = randomisation_check(model, spec, explain_inputs[:SANITY_IMAGES], maps["gradcam_pred"][:SANITY_IMAGES],
+                                            probs[:SANITY_IMAGES].argmax(axis=1))
     return SplitResult(probs, maps, metrics)
 
 
-def randomisation_check(model: keras.Model, spec: ModelSpec, explain_inputs, trained_maps) -> dict:
-    """Model-randomisation test: Grad-CAM of the same images after the trained layers are re-drawn at random.
+def randomisation_check(model: keras.Model, spec: ModelSpec, explain_inputs, trained_maps, classes) -> dict:
+    """Model-randomisation test (Adebayo et al. 2018): Grad-CAM of the same images and classes (``classes``: the
+    class each of ``trained_maps`` is of) after the trained layers are re-drawn at random.
 
     The trained weights are put back afterwards. Reports the mean Spearman correlation between each image's
     trained and randomised map: near 1 means the map does not depend on what the model learnt.
@@ -68,17 +70,18 @@ def randomisation_check(model: keras.Model, spec: ModelSpec, explain_inputs, tra
         randomised = Explainer(model, spec).batched(explain_inputs)
     finally:
         trained.set_weights(saved)
-    predicted = randomised.probs.argmax(axis=1)
-    rows = np.arange(len(predicted))
-    correlations = [
-        spearmanr(a.ravel(), b.ravel()).statistic
-        for a, b in zip(trained_maps, randomised.gradcam[rows, predicted])
-        if np.ptp(a) > 0 and np.ptp(b) > 0
-    ]
+    # The trained answer's class, not the randomised model's own answer: a re-drawn model is so sure of its own
+    # answer (often probability 1 in float32) that the log-probability of that class has no gradient at all.
+    pairs = [(a, b) for a, b in zip(trained_maps, randomised.gradcam[np.arange(len(classes)), classes]) if np.ptp(a) > 0]
+    # Even another class's map is often zero everywhere there (no region raises it against so sure an answer): a
+    # flat randomised map keeps nothing of the trained map's order, rank correlation 0.
+    flat = [np.ptp(b) == 0 for _, b in pairs]
+    correlations = [0.0 if is_flat else spearmanr(a.ravel(), b.ravel()).statistic for (a, b), is_flat in zip(pairs, flat)]
     correlation = float(np.mean(correlations)) if correlations else 1.0
     return {
         "gradcam_rank_correlation": correlation,
         "images": len(correlations),
+        "flat_randomised": int(sum(flat)),
         "passes": correlation < SANITY_MAX_CORRELATION,
         "threshold": SANITY_MAX_CORRELATION,
     }

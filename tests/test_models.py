@@ -115,9 +115,10 @@ def test_randomisation_check_restores_the_trained_weights():
     from core.explain import Explainer
 
     maps = Explainer(model, spec).batched(x)
-    result = evaluation.randomisation_check(model, spec, x, maps.gradcam[np.arange(4), maps.probs.argmax(1)])
+    result = evaluation.randomisation_check(model, spec, x, maps.gradcam[np.arange(4), maps.probs.argmax(1)],
+                                            maps.probs.argmax(1))
     assert np.allclose(keras.ops.convert_to_numpy(model(x)), before)
-    assert set(result) == {"gradcam_rank_correlation", "images", "passes", "threshold"}
+    assert set(result) == {"gradcam_rank_correlation", "images", "flat_randomised", "passes", "threshold"}
 
 
 def test_a_bfloat16_copy_keeps_the_weights_and_rounds_only_the_arithmetic():

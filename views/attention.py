@@ -38,7 +38,13 @@ def flat(heatmap: np.ndarray) -> bool:
 def sanity_summary(sanity) -> str:
     """One line: whose Grad-CAM maps pass the randomisation check, whose fail, where it was not run."""
     def listed(rows):
-        return ", ".join(f"{common.title(r.id)} (ρ = {r.gradcam_rank_correlation:.2f})" for r in rows.itertuples())
+        return ", ".join(f"{common.title(r.id)} (ρ = {r.gradcam_rank_correlation:.2f}{flat_share(r)})"
+                         for r in rows.itertuples())
+
+    def flat_share(row) -> str:
+        # A flat randomised map counts as no agreement: say how many there were, the check is weaker for them.
+        return (f"; {int(row.flat_randomised)} of {int(row.images)} randomised maps flat"
+                if row.flat_randomised > 0 else "")
 
     checked = sanity[sanity["checked"]]
     parts = [
