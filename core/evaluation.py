@@ -72,19 +72,26 @@ def randomisation_check(model: keras.Model, spec: ModelSpec, explain_inputs, tra
         trained.set_weights(saved)
     # The trained answer's class, not the randomised model's own answer: a re-drawn model is so sure of its own
     # answer (often probability 1 in float32) that the log-probability of that class has no gradient at all.
-    pairs = [(a, b) for a, b in zip(trained_maps, randomised.gradcam[np.arange(len(classes)), classes]) if np.ptp(a) > 0]
-    # Even another class's map is often zero everywhere there (no region raises it against so sure an answer): a
-    # flat randomised map keeps nothing of the trained map's order, rank correlation 0.
-    flat = [np.ptp(b) == 0 for _, b in pairs]
-    correlations = [0.0 if is_flat else spearmanr(a.ravel(), b.ravel()).statistic for (a, b), is_flat in zip(pairs, flat)]
-    correlation = float(np.mean(correlations)) if correlations else 1.0
+    correlation, images, flat = rank_agreement(trained_maps, randomised.gradcam[np.arange(len(classes)), classes])
     return {
         "gradcam_rank_correlation": correlation,
-        "images": len(correlations),
-        "flat_randomised": int(sum(flat)),
+        "images": images,
+        "flat_randomised": flat,
         "passes": correlation < SANITY_MAX_CORRELATION,
         "threshold": SANITY_MAX_CORRELATION,
     }
+
+
+def rank_agreement(trained_maps, randomised_maps) -> tuple[float, int, int]:
+    """The mean Spearman correlation of each trained map with its randomised one, over the trained maps that are
+    not flat, how many those are, and how many of their randomised maps are flat. Even another class's map is
+    often zero everywhere in a re-drawn model (no region raises it against so sure an answer): a flat randomised
+    map keeps nothing of the trained map's order and counts as 0. The mean is 1 (no sign that the maps depend on
+    the weights) when no trained map has any structure."""
+    pairs = [(a, b) for a, b in zip(trained_maps, randomised_maps) if np.ptp(a) > 0]
+    flat = [np.ptp(b) == 0 for _, b in pairs]
+    correlations = [0.0 if is_flat else spearmanr(a.ravel(), b.ravel()).statistic for (a, b), is_flat in zip(pairs, flat)]
+    return (float(np.mean(correlations)) if correlations else 1.0), len(pairs), int(sum(flat))
 
 
 def inference_ms(model: keras.Model, photos: np.ndarray, repeats: int = 20) -> float:

@@ -215,3 +215,16 @@ def test_grad_cam_shows_where_a_class_wins_even_with_a_negative_logit():
     strength = keras.ops.convert_to_numpy(explainer.to_conv(photos)).sum(axis=-1)  # every channel weighs alike
     assert np.allclose(maps.max(axis=(1, 2)), 1.0)  # the logit's would be zero everywhere
     np.testing.assert_allclose(maps, strength / strength.max(axis=(1, 2), keepdims=True), atol=1e-4)
+
+
+def test_rank_agreement_counts_a_flat_randomised_map_as_no_agreement():
+    from core import evaluation
+
+    maps = np.random.default_rng(0).uniform(size=(4, 7, 7))
+    assert evaluation.rank_agreement(maps, maps) == (pytest.approx(1.0), 4, 0)
+    assert evaluation.rank_agreement(maps, np.zeros_like(maps)) == (0.0, 4, 4)
+    half = np.concatenate([maps[:2], np.zeros_like(maps[2:])])
+    assert evaluation.rank_agreement(maps, half) == (pytest.approx(0.5), 4, 2)
+    # A flat trained map says nothing either way: left out; none left means no sign of dependence.
+    assert evaluation.rank_agreement(half, maps) == (pytest.approx(1.0), 2, 0)
+    assert evaluation.rank_agreement(np.zeros_like(maps), maps) == (1.0, 0, 0)
