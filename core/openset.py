@@ -28,6 +28,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from core.specs import BACKBONES
+
 KEEP = 0.95
 PCA_DIMS = 128
 SHRINKAGE = 1e-3  # ridge added to each covariance, as a share of its mean variance: 1,400 photos, 128 dims
@@ -37,7 +39,6 @@ METHOD = (
     "each standardised on validation, on frozen ImageNet pooled features"
 )
 ENSEMBLE = "ensemble"
-BACKBONE_TITLES = {"vgg16": "VGG16", "resnet50": "ResNet50"}
 MODEL_BACKBONE = {"vgg16": "vgg16", "vgg16_attention": "vgg16", "resnet50": "resnet50", "resnet50_attention": "resnet50"}
 
 
@@ -56,7 +57,7 @@ def detector_title(detector: str) -> str:
     """What a detector reads, in words: 'vgg16' -> 'VGG16 features', the ensemble's -> 'both backbones' features'."""
     if detector == ENSEMBLE:
         return "both backbones' features"
-    return f"{BACKBONE_TITLES.get(detector, detector)} features"
+    return f"{BACKBONES[detector].title if detector in BACKBONES else detector} features"
 
 
 def normalise(features: np.ndarray) -> np.ndarray:

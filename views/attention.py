@@ -65,7 +65,8 @@ def sanity_summary(sanity) -> str:
 rs = common.result_set()
 st.title("Attention maps")
 # Sets stored before the maps took the log-probability keep their logit maps (no weights to redo them).
-logit_maps = [common.title(m) for m in rs.models if rs.metrics(m).get("gradcam_target") != explain.GRADCAM_TARGET]
+metrics = {m: rs.metrics(m) for m in rs.models}
+logit_maps = [common.title(m) for m in rs.models if metrics[m].get("gradcam_target") != explain.GRADCAM_TARGET]
 st.markdown(
     "- **Grad-CAM**: the regions of the last convolutional feature map that raise one class's probability "
     "against the other classes, found from the gradients of its log-probability after the prediction: of the "
@@ -75,7 +76,7 @@ st.markdown(
     "- **Attention map**: the weights that the attention models' own attention layer gives each position before "
     "pooling: part of how the prediction is made, the same whatever the class."
 )
-sanity = comparison.sanity_table({m: rs.metrics(m) for m in rs.models})
+sanity = comparison.sanity_table(metrics)
 if sanity["checked"].any():
     st.markdown(sanity_summary(sanity))
 else:
