@@ -387,11 +387,15 @@ def sanity_table(metrics: dict[str, dict]) -> pd.DataFrame:
             "checked": bool(check),
             "passes": bool(check.get("passes", False)),
             "gradcam_rank_correlation": check.get("gradcam_rank_correlation", np.nan),
+            "absolute_rank_correlation": check.get("absolute_rank_correlation", np.nan),
+            # Checks stored before the signed maps compared the maps as shown (after Grad-CAM's ReLU).
+            "signed_maps": check.get("maps") == "signed",
             "threshold": check.get("threshold", np.nan),
             "images": check.get("images", np.nan),
             "flat_randomised": check.get("flat_randomised", np.nan),
         })
-    return pd.DataFrame(rows, columns=["id", "checked", "passes", "gradcam_rank_correlation", "threshold", "images",
+    return pd.DataFrame(rows, columns=["id", "checked", "passes", "gradcam_rank_correlation",
+                                       "absolute_rank_correlation", "signed_maps", "threshold", "images",
                                        "flat_randomised"])
 
 

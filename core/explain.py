@@ -51,15 +51,17 @@ class Explanation:
     """A batch of predictions with their maps, all at the model's feature-map resolution."""
 
     probs: np.ndarray  # (B, C)
-    gradcam: np.ndarray | None  # (B, C, h, w) in [0, 1], one map per class; None: classified without maps
+    # (B, C, h, w) in [0, 1], one map per class; None: classified without maps. An Explainer made with
+    # ``signed=True`` gives the maps before Grad-CAM's ReLU and scaling instead (any real values).
+    gradcam: np.ndarray | None
     attention: np.ndarray | None  # (B, h, w) in [0, 1]; None for models without attention
 
 
 class Explainer:
     """One model, from its trunk output (the raw image for the CNNs) to probabilities and maps."""
 
-    def __init__(self, model: keras.Model, spec: ModelSpec):
-        self.spec = spec
+    def __init__(self, model: keras.Model, spec: ModelSpec, signed: bool = False):
+        self.spec, self.signed = spec, signed
         start = model.input if spec.trunk_output is None else model.get_layer(spec.trunk_output).output
         conv = model.get_layer(spec.last_conv).output
         logits = model.get_layer(models.CLASSIFIER).output
@@ -80,8 +82,10 @@ class Explainer:
             scores = tf.nn.log_softmax(logits)  # GRADCAM_TARGET
         jacobian = tape.batch_jacobian(scores, conv)  # (B, C, h, w, k)
         channel_weights = tf.reduce_mean(jacobian, axis=(2, 3))  # (B, C, k)
-        cams = tf.nn.relu(tf.einsum("bhwk,bck->bchw", conv, channel_weights))
-        cams = cams / (tf.reduce_max(cams, axis=(2, 3), keepdims=True) + 1e-12)
+        cams = tf.einsum("bhwk,bck->bchw", conv, channel_weights)
+        if not self.signed:
+            cams = tf.nn.relu(cams)
+            cams = cams / (tf.reduce_max(cams, axis=(2, 3), keepdims=True) + 1e-12)
         probs = tf.nn.softmax(logits)
         if self.spec.attention:
             attention = outputs["attention"]

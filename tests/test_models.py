@@ -112,13 +112,12 @@ def test_randomisation_check_restores_the_trained_weights():
     spec = MODEL_SPECS["cnn_attention"]
     x = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype("float32")
     before = keras.ops.convert_to_numpy(model(x))
-    from core.explain import Explainer
-
-    maps = Explainer(model, spec).batched(x)
-    result = evaluation.randomisation_check(model, spec, x, maps.gradcam[np.arange(4), maps.probs.argmax(1)],
-                                            maps.probs.argmax(1))
+    result = evaluation.randomisation_check(model, spec, x, np.asarray(before).argmax(1))
     assert np.allclose(keras.ops.convert_to_numpy(model(x)), before)
-    assert set(result) == {"gradcam_rank_correlation", "images", "flat_randomised", "passes", "threshold"}
+    assert set(result) == {"gradcam_rank_correlation", "absolute_rank_correlation", "maps", "images",
+                           "flat_randomised", "passes", "threshold"}
+    assert result["maps"] == "signed"
+    assert -1 <= result["gradcam_rank_correlation"] <= 1 and -1 <= result["absolute_rank_correlation"] <= 1
 
 
 def test_a_bfloat16_copy_keeps_the_weights_and_rounds_only_the_arithmetic():
@@ -215,6 +214,22 @@ def test_grad_cam_shows_where_a_class_wins_even_with_a_negative_logit():
     strength = keras.ops.convert_to_numpy(explainer.to_conv(photos)).sum(axis=-1)  # every channel weighs alike
     assert np.allclose(maps.max(axis=(1, 2)), 1.0)  # the logit's would be zero everywhere
     np.testing.assert_allclose(maps, strength / strength.max(axis=(1, 2), keepdims=True), atol=1e-4)
+
+
+def test_signed_maps_are_the_shown_maps_before_the_relu_and_scaling():
+    # The randomisation check compares the signed maps: where they are positive, they are the shown maps' order.
+    from core.explain import Explainer
+
+    model, spec = models.build_model("cnn", 4, 64), MODEL_SPECS["cnn"]
+    rng = np.random.default_rng(1)
+    kernel, bias = model.get_layer("logits").get_weights()  # zero-initialised: every map would be flat
+    model.get_layer("logits").set_weights([rng.normal(0, 0.1, kernel.shape).astype(kernel.dtype), bias])
+    photos = rng.uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    shown, signed = Explainer(model, spec)(photos).gradcam, Explainer(model, spec, signed=True)(photos).gradcam
+    assert (signed < 0).any() and (signed > 0).any()
+    positive = np.maximum(signed, 0)
+    scale = positive.max(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(shown, np.divide(positive, scale, out=np.zeros_like(positive), where=scale > 0), atol=1e-5)
 
 
 def test_rank_agreement_counts_a_flat_randomised_map_as_no_agreement():

@@ -79,7 +79,14 @@ def test_sanity_table_marks_models_not_checked():
         "cnn": {"sanity": {"gradcam_rank_correlation": 0.2, "passes": True, "threshold": 0.5}},
         "vgg16": {"sanity": {"gradcam_rank_correlation": 0.9, "passes": False}},
         "resnet50": {"accuracy": 0.5},
+        "resnet50_attention": {"sanity": {"gradcam_rank_correlation": -0.1, "absolute_rank_correlation": 0.3,
+                                          "maps": "signed", "passes": True, "threshold": 0.5}},
     }).set_index("id")
+    # A check stored before the signed maps compared the maps as shown, and has no figure of absolute values.
+    assert sanity["signed_maps"].tolist() == [False, False, False, True]
+    assert sanity.loc["resnet50_attention", "absolute_rank_correlation"] == 0.3
+    assert np.isnan(sanity.loc["cnn", "absolute_rank_correlation"])
+    sanity = sanity.drop("resnet50_attention")
     assert sanity["checked"].tolist() == [True, True, False]
     assert sanity["passes"].tolist() == [True, False, False]
     assert sanity.loc["vgg16", "gradcam_rank_correlation"] == 0.9

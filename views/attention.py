@@ -38,8 +38,11 @@ def flat(heatmap: np.ndarray) -> bool:
 def sanity_summary(sanity) -> str:
     """One line: whose Grad-CAM maps pass the randomisation check, whose fail, where it was not run."""
     def listed(rows):
-        return ", ".join(f"{common.title(r.id)} (ρ = {r.gradcam_rank_correlation:.2f}{flat_share(r)})"
+        return ", ".join(f"{common.title(r.id)} (ρ = {r.gradcam_rank_correlation:.2f}{absolute(r)}{flat_share(r)})"
                          for r in rows.itertuples())
+
+    def absolute(row) -> str:
+        return f", of absolute values {row.absolute_rank_correlation:.2f}" if np.isfinite(row.absolute_rank_correlation) else ""
 
     def flat_share(row) -> str:
         # A flat randomised map counts as no agreement: say how many there were, the check is weaker for them.
@@ -55,10 +58,14 @@ def sanity_summary(sanity) -> str:
         parts.append("not run: " + ", ".join(common.title(m) for m in sanity.loc[~sanity["checked"], "id"]))
     threshold = checked["threshold"].max()
     rule = f", rank correlation below {threshold:.2f}" if np.isfinite(threshold) else ""
+    shown = ", ".join(common.title(m) for m in checked.loc[~checked["signed_maps"], "id"])
+    compared = (" Compared before Grad-CAM's ReLU, where no map is flat; the correlation of absolute values says "
+                "whether the maps are strong in the same places whatever their sign, and is not part of the rule."
+                + (f" Checks of {shown} were stored comparing the maps as shown." if shown else ""))
     return (
         "**Sanity check of the Grad-CAM maps** (each model's maps are computed again after its trained layers are "
         f"re-drawn at random; a map passes when the two agree little{rule}): " + "; ".join(parts)
-        + ". The attention maps are not checked."
+        + "." + (compared if checked["signed_maps"].any() else "") + " The attention maps are not checked."
     )
 
 
