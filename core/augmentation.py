@@ -79,3 +79,20 @@ def cutmix(images: tf.Tensor, labels: tf.Tensor, classes: int, alpha: float) -> 
     pasted = row_share * column_share
     own = tf.one_hot(tf.cast(labels, tf.int32), classes)
     return mixed, (1 - pasted) * own + pasted * tf.gather(own, partner)
+
+
+def mixup(inputs: tf.Tensor, labels: tf.Tensor, classes: int, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al. 2018): each item of the batch blended with another item of the batch, and its target
+    the two labels by the same weights.
+
+    As in the paper's code, one weight per batch, drawn from Beta(``alpha``, ``alpha``). The inputs may be
+    photos or a frozen trunk's cached outputs, which mixes the trained part's input (Verma et al. 2019,
+    "Manifold Mixup"; the fine-tuned models read cached trunk outputs). Returns the inputs and the targets
+    (N x ``classes``, each row summing to 1).
+    """
+    partner = tf.random.shuffle(tf.range(tf.shape(inputs)[0]))
+    first, second = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+    weight = first / (first + second)  # ~ Beta(alpha, alpha)
+    mixed = weight * inputs + (1 - weight) * tf.gather(inputs, partner)
+    own = tf.one_hot(tf.cast(labels, tf.int32), classes)
+    return mixed, weight * own + (1 - weight) * tf.gather(own, partner)

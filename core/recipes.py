@@ -60,6 +60,10 @@ class Recipe:
     # CutMix (Yun et al. 2019) on the fresh crops, with this Beta(alpha, alpha) for the pasted box's area (0: none):
     # each batch trains on images part one photo and part another, against targets mixed by area.
     cutmix: float = 0.0
+    # Mixup (Zhang et al. 2018) with this Beta(alpha, alpha) for the blend's weight (0: none): each batch trains
+    # on blends of two items against targets mixed by the same weights. Unlike CutMix it also mixes cached
+    # trunk outputs, so the fine-tuned and attention models can use it.
+    mixup: float = 0.0
     # The fine-tuned models only: the last backbone layer kept frozen, where it is not the backbone's usual cut
     # (``specs.Backbone.trunk_output``); the trunk cache of both models of the backbone ends there, and the
     # attention model computes the frozen layers above it once per view.
@@ -76,6 +80,8 @@ class Recipe:
             raise ValueError("train_size needs augmentation='random': the cached views are at the image size")
         if self.cutmix and self.augmentation != "random":
             raise ValueError("cutmix needs augmentation='random': it mixes photos, not cached trunk outputs")
+        if self.cutmix and self.mixup:
+            raise ValueError("cutmix or mixup, not both: each mixes the batch's targets its own way")
 
     def make_optimizer(self) -> keras.optimizers.Optimizer:
         if self.optimizer == "adamw":
@@ -99,7 +105,8 @@ class Recipe:
     def head_phase(self) -> Recipe:
         """The recipe of the classifier-only epochs: this one's optimizer and loss at the head's constant rate."""
         return Recipe(self.head_learning_rate, optimizer=self.optimizer, weight_decay=self.weight_decay,
-                      label_smoothing=self.label_smoothing, augmentation=self.augmentation, cutmix=self.cutmix)
+                      label_smoothing=self.label_smoothing, augmentation=self.augmentation, cutmix=self.cutmix,
+                      mixup=self.mixup)
 
     @property
     def stops_early(self) -> bool:
@@ -121,7 +128,7 @@ class Recipe:
         return self.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
     def loss(self) -> keras.losses.Loss:
-        if self.label_smoothing or self.cutmix:
+        if self.label_smoothing or self.cutmix or self.mixup:
             return SmoothedCrossentropy(self.label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy()
 
@@ -151,6 +158,8 @@ class Recipe:
             views += f", trained at {self.train_size} px"
         if self.cutmix:
             views += f", CutMix (alpha {self.cutmix:g})"
+        if self.mixup:
+            views += f", mixup (alpha {self.mixup:g})"
         if self.frozen_through:
             views += f"; fine-tuned above {self.frozen_through}"
         head = (f"; the classifier alone first, {self.head_epochs} epochs at {self.head_learning_rate:g}"

@@ -270,17 +270,22 @@ def learner_for(trainable: keras.Model, precision: str, any_image_size: bool = F
 
 
 def augmenter(recipe: recipes.Recipe, classes: int):
-    """The function drawing each training batch's fresh views under ``recipe`` (at its training size, then
-    CutMix if the recipe asks for it) and their targets (the labels, or with CutMix, mixed targets over
-    ``classes``), or None where the recipe trains on the cached views."""
-    if recipe.augmentation != "random":
+    """The function drawing each training batch's views under ``recipe`` and their targets: fresh crops at its
+    training size (or the cached views as they are), then CutMix or mixup if the recipe asks for one, with
+    targets mixed over ``classes``; None where the batches train as they come."""
+    if recipe.augmentation != "random" and not recipe.mixup:
         return None
 
-    def fresh_views(images, labels):
-        images = augmentation.random_crop_flip_jitter(images, recipe.train_size or None)
-        return augmentation.cutmix(images, labels, classes, recipe.cutmix) if recipe.cutmix else (images, labels)
+    def views(inputs, labels):
+        if recipe.augmentation == "random":
+            inputs = augmentation.random_crop_flip_jitter(inputs, recipe.train_size or None)
+        if recipe.cutmix:
+            return augmentation.cutmix(inputs, labels, classes, recipe.cutmix)
+        if recipe.mixup:
+            return augmentation.mixup(inputs, labels, classes, recipe.mixup)
+        return inputs, labels
 
-    return fresh_views
+    return views
 
 
 def fit(trainable: keras.Model, recipe: recipes.Recipe, train_views, y_train, val_x, y_val, hp, seed,

@@ -76,3 +76,22 @@ def test_cutmix_pastes_one_box_of_a_partner_into_each_image_and_mixes_the_target
         assert len(boxes) <= 1  # one box for the whole batch
         shares.append(1 - targets[0, 0] if targets[0].max() < 1 else 0.0)
     assert len(set(np.round(shares, 4))) > 5  # the box's size is drawn anew for every batch
+
+
+def test_mixup_blends_each_item_with_a_partner_by_one_weight_per_batch_and_mixes_the_targets_alike():
+    count = 16
+    batch = np.eye(count, dtype=np.float32)[:, None, None, :] * np.ones((1, 3, 3, 1), np.float32)  # item i is e_i
+    weights = []
+    for _ in range(20):
+        mixed, targets = (t.numpy() for t in augmentation.mixup(tf.constant(batch), tf.range(count), count, 0.4))
+        assert mixed.shape == batch.shape and targets.shape == (count, count)
+        # Item i is labelled i and is e_i: its blend and its target are the same mixture.
+        np.testing.assert_allclose(mixed[:, 1, 2, :], targets, atol=1e-6)
+        np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+        assert ((targets > 1e-6).sum(axis=1) <= 2).all()  # itself and one partner
+        own = targets[np.arange(count), np.arange(count)]
+        blended = own < 1 - 1e-6
+        if blended.any():
+            assert np.ptp(own[blended]) < 1e-6  # one weight for the whole batch
+            weights.append(own[blended][0])
+    assert len(set(np.round(weights, 4))) > 5  # the weight is drawn anew for every batch

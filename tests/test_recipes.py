@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from conftest import ROOT, TINY_HP
 from core import artifacts, augmentation, inference, models, recipes, training
@@ -166,6 +167,18 @@ def test_cutmix_trains_on_mixed_targets_and_validates_on_the_labels():
     history, _ = training.fit(model, cutmix, [x], y, x, y, training.HyperParameters(batch_size=16, epochs=30,
                                                                                       patience=30), 0)
     assert history["loss"].notna().all() and history["val_accuracy"].iloc[-1] == 1.0
+
+
+def test_mixup_mixes_cached_trunk_outputs_too_and_not_with_cutmix():
+    with pytest.raises(ValueError, match="cutmix or mixup"):
+        recipes.Recipe(1e-3, augmentation="random", cutmix=1.0, mixup=0.4)
+    mixup = recipes.Recipe(1e-3, mixup=0.4)  # on the cached views, as the fine-tuned models train
+    assert "mixup (alpha 0.4)" in mixup.describe() and mixup.head_phase().mixup == 0.4
+    assert isinstance(mixup.loss(), recipes.SmoothedCrossentropy)
+    batch = np.zeros((8, 3, 3, 4), np.float32) + np.arange(8, dtype=np.float32)[:, None, None, None]
+    inputs, targets = training.augmenter(mixup, 8)(tf.constant(batch), tf.range(8))
+    assert targets.shape == (8, 8) and inputs.shape == batch.shape
+    assert training.augmenter(recipes.Recipe(1e-3), 8) is None  # the cached views as they come
 
 
 def test_a_tuned_run_records_each_models_recipe_and_cannot_resume_as_the_study(tiny_data, tmp_path):
