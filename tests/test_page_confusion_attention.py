@@ -199,6 +199,14 @@ def test_attention_page(tiny_results, monkeypatch):
         assert any(MODEL_SPECS[model_id].title in c and "%" in c for c in captions), model_id
     checked = any("sanity" in rs.metrics(m) for m in rs.models)
     assert any("not been run" in i.value for i in at.info) != checked
+    if checked:
+        # One line of verdicts, the figures in a table: a row per checked model.
+        sanity = comparison.sanity_table({m: rs.metrics(m) for m in rs.models})
+        passing = int(sanity["passes"].sum())
+        assert any(f"{passing} of {int(sanity['checked'].sum())} models checked pass" in m.value for m in at.markdown)
+        table = at.dataframe[0].value
+        assert list(table["Model"]) == [MODEL_SPECS[m].title for m in sanity.loc[sanity["checked"], "id"]]
+        assert (table["Verdict"] == "pass").sum() == passing and (table["Maps compared"] == "before the ReLU").all()
 
     at.selectbox(key="attention_class").select("banana").run()
     at.selectbox(key="attention_judge").select("cnn").run()

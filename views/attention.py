@@ -36,37 +36,29 @@ def flat(heatmap: np.ndarray) -> bool:
 
 
 def sanity_summary(sanity) -> str:
-    """One line: whose Grad-CAM maps pass the randomisation check, whose fail, where it was not run."""
-    def listed(rows):
-        return ", ".join(f"{common.title(r.id)} (ρ = {r.gradcam_rank_correlation:.2f}{absolute(r)}{flat_share(r)})"
-                         for r in rows.itertuples())
-
-    def absolute(row) -> str:
-        return f", of absolute values {row.absolute_rank_correlation:.2f}" if np.isfinite(row.absolute_rank_correlation) else ""
-
-    def flat_share(row) -> str:
-        # A flat randomised map counts as no agreement: say how many there were, the check is weaker for them.
-        return (f"; {int(row.flat_randomised)} of {int(row.images)} randomised maps flat"
-                if row.flat_randomised > 0 else "")
-
+    """One line: how many models' Grad-CAM maps pass the randomisation check, whose fail, where it was not run."""
     checked = sanity[sanity["checked"]]
-    parts = [
-        f"pass: {listed(checked[checked['passes']]) or 'none'}",
-        f"fail: {listed(checked[~checked['passes']]) or 'none'}",
-    ]
+    failing = ", ".join(common.title(m) for m in checked.loc[~checked["passes"], "id"])
+    parts = [f"{int(checked['passes'].sum())} of {len(checked)} models checked pass"
+             + (f"; fail: {failing}" if failing else "")]
     if not sanity["checked"].all():
         parts.append("not run: " + ", ".join(common.title(m) for m in sanity.loc[~sanity["checked"], "id"]))
-    threshold = checked["threshold"].max()
-    rule = f", rank correlation below {threshold:.2f}" if np.isfinite(threshold) else ""
-    shown = ", ".join(common.title(m) for m in checked.loc[~checked["signed_maps"], "id"])
-    compared = (" Compared before Grad-CAM's ReLU, where no map is flat; the correlation of absolute values says "
-                "whether the maps are strong in the same places whatever their sign, and is not part of the rule."
-                + (f" Checks of {shown} were stored comparing the maps as shown." if shown else ""))
-    return (
-        "**Sanity check of the Grad-CAM maps** (each model's maps are computed again after its trained layers are "
-        f"re-drawn at random; a map passes when the two agree little{rule}): " + "; ".join(parts)
-        + "." + (compared if checked["signed_maps"].any() else "") + " The attention maps are not checked."
-    )
+    return ("**Sanity check of the Grad-CAM maps** (each model's maps computed again after its trained layers are "
+            "re-drawn at random; they pass when the two agree little): " + "; ".join(parts)
+            + ". The attention maps are not checked.")
+
+
+def sanity_rows(sanity) -> list[dict]:
+    """The checked models' figures, one row each, as the table below the summary shows them."""
+    return [{
+        "Model": common.title(row.id),
+        "Rank correlation": f"{row.gradcam_rank_correlation:.2f}",
+        # Checks stored before the signed maps have no such figure.
+        "Of absolute values": f"{row.absolute_rank_correlation:.2f}" if np.isfinite(row.absolute_rank_correlation) else "–",
+        "Maps compared": "before the ReLU" if row.signed_maps else "as shown",
+        "Randomised maps flat": f"{int(row.flat_randomised)} of {int(row.images)}" if np.isfinite(row.flat_randomised) else "–",
+        "Verdict": "pass" if row.passes else "fail",
+    } for row in sanity[sanity["checked"]].itertuples()]
 
 
 rs = common.result_set()
@@ -86,6 +78,17 @@ st.markdown(
 sanity = comparison.sanity_table(metrics)
 if sanity["checked"].any():
     st.markdown(sanity_summary(sanity))
+    with st.expander("Sanity check per model"):
+        st.dataframe(sanity_rows(sanity), hide_index=True)
+        threshold = sanity.loc[sanity["checked"], "threshold"].max()
+        st.caption(
+            "Rank correlation: mean Spearman correlation between each test photo's map (of the class the model "
+            "predicts) and the same map after the re-draw, over 48 test photos"
+            + (f"; below {threshold:.2f} passes" if np.isfinite(threshold) else "") + ". Compared before "
+            "Grad-CAM's ReLU, where no map is flat (after it, a re-drawn model's map is often zero everywhere, and "
+            "checks stored comparing the maps as shown count such a map as no agreement). Of absolute values: "
+            "whether the maps are strong in the same places whatever their sign; shown, not part of the rule."
+        )
 else:
     st.info("The Grad-CAM sanity check (model randomisation) has not been run for this result set.")
 
