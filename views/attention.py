@@ -52,12 +52,12 @@ def sanity_rows(sanity) -> list[dict]:
     """The checked models' figures, one row each, as the table below the summary shows them."""
     return [{
         "Model": common.title(row.id),
+        "Verdict": "pass" if row.passes else "fail",  # next to the name: a narrow screen scrolls the rest
         "Rank correlation": f"{row.gradcam_rank_correlation:.2f}",
         # Checks stored before the signed maps have no such figure.
         "Of absolute values": f"{row.absolute_rank_correlation:.2f}" if np.isfinite(row.absolute_rank_correlation) else "–",
-        "Maps compared": "before the ReLU" if row.signed_maps else "as shown",
         "Randomised maps flat": f"{int(row.flat_randomised)} of {int(row.images)}" if np.isfinite(row.flat_randomised) else "–",
-        "Verdict": "pass" if row.passes else "fail",
+        "Maps compared": "before the ReLU" if row.signed_maps else "as shown",
     } for row in sanity[sanity["checked"]].itertuples()]
 
 
