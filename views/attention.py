@@ -83,7 +83,7 @@ if sanity["checked"].any():
         threshold = sanity.loc[sanity["checked"], "threshold"].max()
         st.caption(
             "Rank correlation: mean Spearman correlation between each test photo's map (of the class the model "
-            "predicts) and the same map after the re-draw, over 48 test photos"
+            "predicts) and the same map after the re-draw, over the test photos that 'Randomised maps flat' counts"
             + (f"; below {threshold:.2f} passes" if np.isfinite(threshold) else "") + ". Compared before "
             "Grad-CAM's ReLU, where no map is flat (after it, a re-drawn model's map is often zero everywhere, and "
             "checks stored comparing the maps as shown count such a map as no agreement). Of absolute values: "
