@@ -64,6 +64,11 @@ OPENSET_VERSION = 2
 PROBE = "probe.json"  # the linear-probe reference's settings, choice of C and test metrics per backbone (core.probe)
 PROBE_ARRAYS = "probe.npz"  # its test files, labels and class probabilities per backbone
 PROBE_VERSION = 1  # of probe.json's layout; a reader meets an unknown version as no probe at all
+# A model's test-time options in its metrics (core.testtime.option_figures): {"method", "baseline", "options":
+# {name: figures}, "chosen"}. The layouts before them ("test_time_flip", "test_time_size") are not read.
+TEST_TIME_VIEWS = "test_time_views"  # views of each photo averaged (its mirror image, crops)
+TEST_TIME_SIZES = "test_time_sizes"  # the photos resized to other sizes (options named by their size in px)
+TEST_TIME_OPTIONS = (TEST_TIME_VIEWS, TEST_TIME_SIZES)
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
 RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset", "recipe")
 # What a result set written before a key existed had instead (sets from before recipes used the study's).

@@ -5,12 +5,16 @@ The backbone models train on cached trunk outputs and so can only see a fixed se
 thousand photos needs every epoch to look different (Krizhevsky et al. 2012; He et al. 2016 for the
 crop scales). Applied to a float32 batch of 0-255 pixels, inside the tf.data pipeline; CutMix, where a
 recipe asks for it, then mixes the batch's images and their labels.
+
+Test-time augmentation, by contrast, is a fixed set of views of each photo (its mirror image, crops), whose
+answers are averaged (``core.testtime`` measures them; the Classify page can use them).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 # Random resized crops (Szegedy et al. 2015, as torchvision's RandomResizedCrop): the crop covers this share
@@ -96,3 +100,35 @@ def mixup(inputs: tf.Tensor, labels: tf.Tensor, classes: int, alpha: float) -> t
     mixed = weight * inputs + (1 - weight) * tf.gather(inputs, partner)
     own = tf.one_hot(tf.cast(labels, tf.int32), classes)
     return mixed, weight * own + (1 - weight) * tf.gather(own, partner)
+
+
+# Crops of this share of the photo's side, resized back to the image size: the produce shown 1.25 times
+# larger, as models trained on zoomed-in crops saw it (Touvron et al. 2019), from five places.
+TEST_CROP_SIDE = 0.8
+TEST_CROPS = {  # name -> (top, left) of the crop, as shares of the photo's side
+    "centre crop": ((1 - TEST_CROP_SIDE) / 2, (1 - TEST_CROP_SIDE) / 2),
+    "top-left crop": (0.0, 0.0),
+    "top-right crop": (0.0, 1 - TEST_CROP_SIDE),
+    "bottom-left crop": (1 - TEST_CROP_SIDE, 0.0),
+    "bottom-right crop": (1 - TEST_CROP_SIDE, 1 - TEST_CROP_SIDE),
+}
+# The sets of views whose probabilities are averaged; the first, the photo alone, is what the others are
+# measured against. The five crops are Krizhevsky et al.'s (2012) without their mirrors.
+TEST_VIEW_SETS = {
+    "photo": ("photo",),
+    "photo + mirror": ("photo", "mirror"),
+    "five crops": tuple(TEST_CROPS),
+    "photo + mirror + five crops": ("photo", "mirror", *TEST_CROPS),
+}
+
+
+def test_time_view(photos: np.ndarray, name: str) -> np.ndarray:
+    """One view of each photo (N, H, W, 3): the photo itself, its mirror image or one of ``TEST_CROPS``."""
+    if name == "photo":
+        return photos
+    if name == "mirror":
+        return np.ascontiguousarray(photos[:, :, ::-1])
+    top, left = TEST_CROPS[name]
+    box = np.array([[top, left, top + TEST_CROP_SIDE, left + TEST_CROP_SIDE]], np.float32)
+    return tf.image.crop_and_resize(photos.astype(np.float32), np.tile(box, (len(photos), 1)), np.arange(len(photos)),
+                                    photos.shape[1:3]).numpy()

@@ -290,25 +290,28 @@ def naive_classify_functions(loaded: dict[str, keras.Model]):
     return run
 
 
-def classify_benchmark(loaded: dict[str, keras.Model], image, runs: int = 10, specs=None) -> dict:
-    """Median milliseconds: the app's six-model classification with all heatmaps vs the naive loop.
+def classify_benchmark(loaded: dict[str, keras.Model], image, runs: int = 10, specs=None, views=None) -> dict:
+    """Median milliseconds: the app's six-model classification with all heatmaps vs the naive loop, and with
+    the test-time views validation took (``views``: ``inference.LoadedModels.views``) where there are any.
     ``specs``: where each model's trunk ends, as its result set recorded (``inference.LoadedModels.specs``)."""
-    classifier = Classifier(loaded, specs=specs)
+    classifier = Classifier(loaded, specs=specs, views=views)
     naive = naive_classify_functions(loaded)
     batch = images.to_array(image, classifier.image_size)[None].astype(np.float32)
-    classifier.classify_image(image)
-    naive(batch)
-    fast_ms, naive_ms = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        classifier.classify_image(image)
-        fast_ms.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
-        naive(batch)
-        naive_ms.append((time.perf_counter() - start) * 1000)
-    six, slow = statistics.median(fast_ms), statistics.median(naive_ms)
-    return {"image_size": classifier.image_size, "models": len(loaded), "runs": runs,
-            "six_model_ms": six, "naive_ms": slow, "ratio": slow / six}
+    timed = {"six_model_ms": lambda: classifier.classify_image(image), "naive_ms": lambda: naive(batch)}
+    if classifier.views:
+        timed["with_views_ms"] = lambda: classifier.classify_image(image, with_views=True)
+    for run in timed.values():
+        run()
+    times = {name: [] for name in timed}
+    for _ in range(runs):  # alternately, so that a change in the machine's load touches all alike
+        for name, run in timed.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1000)
+    medians = {name: statistics.median(ms) for name, ms in times.items()}
+    return {"image_size": classifier.image_size, "models": len(loaded), "runs": runs, **medians,
+            "ratio": medians["naive_ms"] / medians["six_model_ms"],
+            "views": {m: chosen.option for m, chosen in classifier.views.items()}}
 
 
 _ROOT = Path(__file__).resolve().parent.parent

@@ -135,41 +135,22 @@ def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def flip_table(result_set: ResultSet) -> pd.DataFrame:
-    """Test-time flips per model where measured (``evaluation.test_time_flips``): validation accuracy and loss
-    alone and with flips, whether validation takes them, and the test figures they give. Empty if none is."""
+def test_time_table(result_set: ResultSet, key: str) -> pd.DataFrame:
+    """A test-time option per model where measured (``key``: ``artifacts.TEST_TIME_VIEWS`` or
+    ``TEST_TIME_SIZES``, see ``core.testtime``): validation and test accuracy of each option (``{option:
+    accuracy}``, in their order), the option validation chose against the baseline, and the test figures at it.
+    Empty if no model has it."""
     rows = []
     for model_id in result_set.models:
-        flips = result_set.metrics(model_id).get("test_time_flip")
-        if not flips:
+        measured = result_set.metrics(model_id).get(key)
+        if not measured:
             continue
-        val, test = flips["validation"], flips["test"]
+        chosen = measured["options"][measured["chosen"]]["test"]
         rows.append({
-            "id": model_id, "model": MODEL_SPECS[model_id].title, "chosen": flips["chosen"],
-            "validation_accuracy": val["accuracy"], "validation_accuracy_flip": val["accuracy_flip"],
-            "validation_loss": val["loss"], "validation_loss_flip": val["loss_flip"],
-            "test_accuracy": test["accuracy"], "test_accuracy_flip": test["accuracy_flip"],
-            "test_low": test["accuracy_flip_interval"][0], "test_high": test["accuracy_flip_interval"][1],
-            "fixed": test["fixed"], "broken": test["broken"], "p_value": test["p_value"],
-        })
-    return pd.DataFrame(rows)
-
-
-def size_table(result_set: ResultSet) -> pd.DataFrame:
-    """Test-time resolution per model where measured (``evaluation.test_time_sizes``): validation and test
-    accuracy at each size (``{size: accuracy}``), the size validation chose, and the test figures at it against
-    the image size. Empty if none is."""
-    rows = []
-    for model_id in result_set.models:
-        sizes = result_set.metrics(model_id).get("test_time_size")
-        if not sizes:
-            continue
-        chosen = sizes["sizes"][str(sizes["chosen"])]["test"]
-        rows.append({
-            "id": model_id, "model": MODEL_SPECS[model_id].title, "image_size": sizes["image_size"],
-            "chosen": sizes["chosen"],
-            "validation_accuracy": {int(k): v["validation"]["accuracy"] for k, v in sizes["sizes"].items()},
-            "test_accuracy": {int(k): v["test"]["accuracy"] for k, v in sizes["sizes"].items()},
+            "id": model_id, "model": MODEL_SPECS[model_id].title, "baseline": measured["baseline"],
+            "chosen": measured["chosen"],
+            "validation_accuracy": {k: v["validation"]["accuracy"] for k, v in measured["options"].items()},
+            "test_accuracy": {k: v["test"]["accuracy"] for k, v in measured["options"].items()},
             "test_chosen": chosen["accuracy"], "test_low": chosen["accuracy_interval"][0],
             "test_high": chosen["accuracy_interval"][1],
             "fixed": chosen["fixed"], "broken": chosen["broken"], "p_value": chosen["p_value"],

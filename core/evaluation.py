@@ -166,7 +166,7 @@ def evaluate(
     }
 
 
-def _recorded_split(result_set, split: str, data_dir=None, progress: bool = True, size: int | None = None):
+def recorded_split(result_set, split: str, data_dir=None, progress: bool = True, size: int | None = None):
     """The photos of one split as the result set recorded it: (photos, class indices, kept files); at ``size``
     pixels instead of the set's image size if given."""
     plan = dataset.SplitPlan.from_json(result_set.dataset())
@@ -185,7 +185,7 @@ def top_inputs(model: keras.Model, spec: ModelSpec, photos: np.ndarray) -> np.nd
     return models.trunk_model(model, spec).predict(photos.astype(np.float32), batch_size=32, verbose=0)
 
 
-def _loadable(result_set, model_ids, weights_dir, status: dict):
+def loadable(result_set, model_ids, weights_dir, status: dict):
     """Each of the result set's models (``model_ids``, default all) that loads, as (id, model, spec); why each
     other one does not goes into ``status``."""
     for model_id in model_ids or list(result_set.models):
@@ -197,10 +197,6 @@ def _loadable(result_set, model_ids, weights_dir, status: dict):
         yield model_id, model, result_set.spec(model_id)
 
 
-# What `test_time_flips` and `test_time_sizes` store in a model's metrics.
-MEASURED_OPTIONS = ("test_time_flip", "test_time_size")
-
-
 def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Test a result set's models again on its recorded test split and rewrite their test files.
 
@@ -208,19 +204,19 @@ def reevaluate(result_set, data_dir=None, weights_dir=None, model_ids=None, prog
     from the result set, so the images are the same ones. A model's calibration, fitted on validation, is
     kept (its test figures are measured again on the new predictions).
     """
-    photos, y_test, kept = _recorded_split(result_set, "test", data_dir, progress)
+    photos, y_test, kept = recorded_split(result_set, "test", data_dir, progress)
     plan = dataset.SplitPlan.from_json(result_set.dataset())
     clean_mask = ~np.isin([f.path for f in kept], plan.leaked["test"])
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
-    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
+    for model_id, model, spec in loadable(result_set, model_ids, weights_dir, status):
         tested = run_test_split(model, spec, top_inputs(model, spec, photos), photos, y_test, result_set.class_names,
                                 result_set.class_groups, clean_mask)
         earlier = result_set.metrics(model_id)
         if earlier.get("calibration"):
             tested.metrics["calibration"] = calibration.on_test(earlier["calibration"], tested.probs, y_test)
-        # Options measured with the same weights on the same photos stay as measured.
-        tested.metrics.update({key: earlier[key] for key in MEASURED_OPTIONS if key in earlier})
+        # Test-time options measured with the same weights on the same photos stay as measured.
+        tested.metrics.update({key: earlier[key] for key in artifacts.TEST_TIME_OPTIONS if key in earlier})
         with writer.model_folder(model_id, keep_existing=True) as folder:
             artifacts.write_test_files(folder, [f.path for f in kept], y_test, tested.probs, tested.maps, tested.metrics)
         status[model_id] = "evaluated"
@@ -232,144 +228,14 @@ def probabilities(model: keras.Model, spec: ModelSpec, photos: np.ndarray) -> np
     return models.top_model(model, spec).predict(top_inputs(model, spec, photos), batch_size=32, verbose=0)
 
 
-def flip_figures(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                 temperature: float) -> dict:
-    """Test-time flips: each photo's (temperature-scaled) probabilities averaged with its mirror image's, against
-    the photo alone, on validation (which decides whether the flips are worth taking) and test (what they
-    gain, with the exact McNemar test of the photos they fix against those they break)."""
-    figures = {"method": "the photo's and its mirror image's temperature-scaled probabilities averaged"}
-    for split in ("validation", "test"):
-        alone = calibration.scale(plain[split], temperature)
-        averaged = (alone + calibration.scale(mirrored[split], temperature)) / 2
-        right_alone = alone.argmax(1) == labels[split]
-        right_averaged = averaged.argmax(1) == labels[split]
-        figures[split] = {
-            "n": int(len(labels[split])),
-            "accuracy": float(right_alone.mean()),
-            "accuracy_flip": float(right_averaged.mean()),
-            "loss": stats.negative_log_likelihood(alone, labels[split]),
-            "loss_flip": stats.negative_log_likelihood(averaged, labels[split]),
-        }
-        if split == "test":
-            paired = _against_alone(right_averaged, right_alone)
-            paired["accuracy_flip_interval"] = paired.pop("accuracy_interval")
-            figures[split].update(paired)
-    validation = figures["validation"]
-    # Chosen on validation only: the flips must be right more often there, or as often with a lower loss.
-    figures["chosen"] = bool((validation["accuracy_flip"], -validation["loss_flip"])
-                             > (validation["accuracy"], -validation["loss"]))
-    return figures
-
-
-def _against_alone(right: np.ndarray, right_alone: np.ndarray) -> dict:
-    """A test-time option's test photos fixed and broken against the photo alone (exact McNemar), and its
-    accuracy's 95 % Wilson interval."""
-    paired = stats.mcnemar_exact(right, right_alone)
-    return {"fixed": paired.only_a, "broken": paired.only_b, "p_value": paired.p_value,
-            "accuracy_interval": list(stats.wilson_interval(int(right.sum()), len(right)))}
-
-
-def size_figures(by_size: dict[int, dict[str, np.ndarray]], labels: dict[str, np.ndarray], image_size: int) -> dict:
-    """Test-time resolution: each photo resized to another size than the image size the model trained at
-    (``by_size[size][split]``: probabilities; ``image_size`` among the sizes), on validation (which chooses the
-    size) and test (what it gives, with the exact McNemar test against the image size). Models trained on
-    zoomed-in crops see objects larger than a whole photo shows them, and may answer better on photos shown
-    larger (Touvron et al. 2019, "Fixing the train-test resolution discrepancy")."""
-    # A model is more or less confident on photos at another size, so one temperature for all sizes would
-    # charge the other sizes a calibration loss the image size's own fit does not pay: each size gets its own,
-    # fitted on its validation photos as the stored one was at the image size.
-    temperatures = {size: calibration.fit_temperature(probs["validation"], labels["validation"])
-                    for size, probs in by_size.items()}
-    scaled = {size: {split: calibration.scale(p, temperatures[size]) for split, p in probs.items()}
-              for size, probs in by_size.items()}
-    right = {size: {split: p.argmax(1) == labels[split] for split, p in probs.items()} for size, probs in scaled.items()}
-    figures = {"method": "each photo resized to the size; probabilities scaled by a temperature fitted on the "
-                         "validation photos at that size", "image_size": image_size, "sizes": {}}
-    for size in sorted(scaled):
-        figures["sizes"][str(size)] = {
-            "temperature": temperatures[size],
-            **{split: {"n": int(len(labels[split])), "accuracy": float(right[size][split].mean()),
-                       "loss": stats.negative_log_likelihood(scaled[size][split], labels[split])}
-               for split in ("validation", "test")},
-        }
-        figures["sizes"][str(size)]["test"].update(_against_alone(right[size]["test"], right[image_size]["test"]))
-    # Chosen on validation only, as the flips: right more often, or as often with a lower loss; the image
-    # size where no other size does better.
-    validation = {int(size): entry["validation"] for size, entry in figures["sizes"].items()}
-    figures["chosen"] = max(validation, key=lambda size: (validation[size]["accuracy"], -validation[size]["loss"],
-                                                          size == image_size))
-    return figures
-
-
-def test_time_sizes(result_set, sizes, data_dir=None, weights_dir=None, model_ids=None,
-                    progress: bool = True) -> dict[str, str]:
-    """Measure test-time resolution (``size_figures``) at ``sizes`` (pixels) for each model with weights and
-    store it in its metrics under ``"test_time_size"``. The stored predictions stay those at the image size;
-    like the flips, another size is a measured option. One size's photos are in memory at a time."""
-    image_size = result_set.config["image_size"]
-    status, loaded, by_size, labels = {}, {}, {}, {}
-    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
-        # A copy taking photos of any size: convolutional layers and global pooling compute on any of them.
-        loaded[model_id] = models.with_compute_dtype(model, "float32", any_image_size=True)
-        by_size[model_id] = {}
-    for size in sorted({image_size, *sizes}):
-        for split in ("validation", "test"):
-            photos, labels[split], kept = _recorded_split(result_set, split, data_dir, progress, size)
-            for model_id, model in loaded.items():
-                if size == image_size and split == "test":
-                    stored = result_set.predictions(model_id)
-                    if list(stored.files) != [f.path for f in kept]:
-                        raise artifacts.ResultSetError(f"{model_id}'s stored predictions are not of the recorded "
-                                                       "test photos; run scripts/evaluate.py first")
-                    probs = stored.probs
-                else:
-                    probs = model.predict(photos.astype(np.float32), batch_size=32, verbose=0)
-                by_size[model_id].setdefault(size, {})[split] = probs
-            del photos
-    writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
-    for model_id in loaded:
-        metrics = result_set.metrics(model_id)
-        metrics["test_time_size"] = size_figures(by_size[model_id], labels, image_size)
-        with writer.model_folder(model_id, keep_existing=True) as folder:
-            artifacts.write_json(folder / artifacts.METRICS, metrics)
-        status[model_id] = "sizes measured"
-    return status
-
-
-def test_time_flips(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
-    """Measure test-time flips (``flip_figures``) for each model with weights and store them in its metrics
-    under ``"test_time_flip"``. The stored predictions stay the photo's own: the flips are a measured option,
-    and the photo alone on test is what they hold (no second pass over the test photos)."""
-    loaded = {split: _recorded_split(result_set, split, data_dir, progress) for split in ("validation", "test")}
-    photos = {split: photos for split, (photos, _, _) in loaded.items()}
-    labels = {split: y for split, (_, y, _) in loaded.items()}
-    test_files = [f.path for f in loaded["test"][2]]
-    writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
-    status = {}
-    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
-        stored = result_set.predictions(model_id)
-        if list(stored.files) != test_files:
-            raise artifacts.ResultSetError(f"{model_id}'s stored predictions are not of the recorded test photos; "
-                             "run scripts/evaluate.py without --flips first")
-        plain = {"validation": probabilities(model, spec, photos["validation"]), "test": stored.probs}
-        # The mirror image: each photo flipped left to right.
-        mirrored = {s: probabilities(model, spec, np.ascontiguousarray(photos[s][:, :, ::-1])) for s in photos}
-        metrics = result_set.metrics(model_id)
-        metrics["test_time_flip"] = flip_figures(plain, mirrored, labels, calibration.temperature(metrics))
-        with writer.model_folder(model_id, keep_existing=True) as folder:
-            artifacts.write_json(folder / artifacts.METRICS, metrics)
-        status[model_id] = "flips measured"
-    return status
-
-
 def calibrate(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Fit each model's temperature on the result set's validation photos and store it in its metrics, with
     what it changes on the stored test predictions (``core.calibration``). Training does the same for the
     runs it makes; this is for sets made before, and needs the models' weights."""
-    photos, y_val, _ = _recorded_split(result_set, "validation", data_dir, progress)
+    photos, y_val, _ = recorded_split(result_set, "validation", data_dir, progress)
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     status = {}
-    for model_id, model, spec in _loadable(result_set, model_ids, weights_dir, status):
+    for model_id, model, spec in loadable(result_set, model_ids, weights_dir, status):
         val_probs = probabilities(model, spec, photos)
         test = result_set.predictions(model_id)
         metrics = {**result_set.metrics(model_id),

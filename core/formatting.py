@@ -78,26 +78,29 @@ def percent_points(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return frame.assign(**{column: 100 * frame[column] for column in columns})
 
 
-def by_size(accuracies: dict[int, float]) -> str:
-    """{224: 0.833, 288: 0.843} -> "224: 83.3 · 288: 84.3" (test-time resolution: px and %, said by the header)."""
-    return " · ".join(f"{size}: {100 * accuracy:.1f}" for size, accuracy in sorted(accuracies.items()))
+def by_option(accuracies: dict[str, float]) -> str:
+    """{"224": 0.833, "288": 0.843} -> "224: 83.3 · 288: 84.3" (test-time options, in their order; % said by the
+    header)."""
+    return " · ".join(f"{option}: {100 * accuracy:.1f}" for option, accuracy in accuracies.items())
 
 
-def size_display(sizes: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``comparison.size_table`` as the Overview shows them: one column per size (validation and test
-    accuracy, "83.3 · 88.0"; MISSING where a model was not measured at it), the size taken and its test figures."""
-    columns = sorted({size for row in sizes.itertuples() for size in row.validation_accuracy})
-    shown = {"Model": list(sizes["model"])}
-    for size in columns:
-        shown[f"{size} px"] = [
-            f"{100 * row.validation_accuracy[size]:.1f} · {100 * row.test_accuracy[size]:.1f}"
-            if size in row.validation_accuracy else MISSING for row in sizes.itertuples()]
-    taken = [row.chosen != row.image_size for row in sizes.itertuples()]
-    shown["Taken: test [95 %]"] = [
-        f"{row.chosen} px: {percent_interval(row.test_chosen, row.test_low, row.test_high)}" if was else "none"
-        for row, was in zip(sizes.itertuples(), taken)]
+def test_time_display(options: pd.DataFrame, unit: str = "") -> pd.DataFrame:
+    """The rows of ``comparison.test_time_table`` as the Overview shows them: one column per option (validation
+    and test accuracy, "83.3 · 88.0", with a tick at the one validation chose; MISSING where a model was not
+    measured with it; ``unit`` after its name), then the test figures of the option taken against the baseline
+    ("none" where validation kept the baseline)."""
+    columns = list(dict.fromkeys(option for row in options.itertuples() for option in row.validation_accuracy))
+    shown = {"Model": list(options["model"])}
+    for option in columns:
+        shown[f"{option}{unit}"] = [
+            f"{100 * row.validation_accuracy[option]:.1f} · {100 * row.test_accuracy[option]:.1f}"
+            + (" ✓" if option == row.chosen else "") if option in row.validation_accuracy else MISSING
+            for row in options.itertuples()]
+    taken = [row.chosen != row.baseline for row in options.itertuples()]
+    shown["Taken: test [95 %]"] = [percent_interval(row.test_chosen, row.test_low, row.test_high) if was else "none"
+                                   for row, was in zip(options.itertuples(), taken)]
     shown["Fixed / broken"] = [f"{row.fixed} / {row.broken} ({p_value(row.p_value)})" if was else MISSING
-                               for row, was in zip(sizes.itertuples(), taken)]
+                               for row, was in zip(options.itertuples(), taken)]
     return pd.DataFrame(shown)
 
 

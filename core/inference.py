@@ -11,18 +11,27 @@ open-set verdict only, uncompiled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from core import artifacts, calibration, images, models, openset
+from core import artifacts, augmentation, calibration, images, models, openset
 from core.explain import Explainer, Explanation
 from core.specs import MODEL_IDS, MODEL_SPECS, ModelSpec
 
 
 class ModelUnavailable(RuntimeError):
     """A model of the result set cannot be loaded; the message says why."""
+
+
+class ChosenViews(NamedTuple):
+    """The test-time views validation took for a model (``core.testtime``)."""
+
+    option: str  # its name, a key of ``augmentation.TEST_VIEW_SETS``
+    views: tuple[str, ...]  # the views whose probabilities are averaged
+    temperature: float  # fitted on the validation photos' averages
 
 
 @dataclass
@@ -37,6 +46,9 @@ class LoadedModels:
     temperatures: dict[str, float] = field(default_factory=dict)
     # model id -> the model as its result set trained it (``ResultSet.spec``: where its trunk ends)
     specs: dict[str, ModelSpec] = field(default_factory=dict)
+    # model id -> the test-time views validation took for it (``chosen_views``), where it took more than the
+    # photo alone
+    views: dict[str, ChosenViews] = field(default_factory=dict)
 
 
 def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=None) -> LoadedModels:
@@ -99,8 +111,19 @@ def load_models(result_set: artifacts.ResultSet, weights_dir=None, model_ids=Non
             loaded[model_id] = built[model_id]
             pooled[backbone] = pooled_features
     temperatures = {m: calibration.temperature(result_set.metrics(m)) for m in loaded}
+    views = {m: chosen for m in loaded if (chosen := chosen_views(result_set.metrics(m)))}
     return LoadedModels({m: loaded[m] for m in MODEL_IDS if m in loaded}, problems, pooled, temperatures,
-                        {m: result_set.spec(m) for m in loaded})
+                        {m: result_set.spec(m) for m in loaded}, views)
+
+
+def chosen_views(metrics: dict) -> ChosenViews | None:
+    """The test-time views validation took for a model, from its stored metrics; None where none were measured
+    or the photo alone was kept."""
+    measured = metrics.get(artifacts.TEST_TIME_VIEWS)
+    if not measured or measured["chosen"] == measured["baseline"]:
+        return None
+    chosen = measured["chosen"]
+    return ChosenViews(chosen, tuple(measured["views"][chosen]), measured["options"][chosen]["temperature"])
 
 
 def load_model(result_set: artifacts.ResultSet, model_id: str, weights_dir=None) -> keras.Model:
@@ -119,6 +142,8 @@ class Classification:
     # The open-set verdict, {model id or "ensemble": (B,) bool}, True = none of the known classes; None
     # where the classifier has no verdict to apply.
     unknown: dict[str, np.ndarray] | None = None
+    # model id -> the test-time views its probabilities average (``ChosenViews.option``); others: the photo alone
+    views: dict[str, str] = field(default_factory=dict)
 
     def ensemble(self) -> np.ndarray:
         """Soft voting: the mean of the models' class probabilities, (B, C)."""
@@ -157,16 +182,45 @@ def calibrated(explanation: Explanation, temperature: float) -> Explanation:
     return explanation if temperature == 1 else replace(explanation, probs=calibration.scale(explanation.probs, temperature))
 
 
+def views_averaged(photos: np.ndarray, views: dict[str, ChosenViews], specs: dict[str, ModelSpec], trunks: dict,
+                   tops: dict) -> dict[str, np.ndarray]:
+    """Each model in ``views``: its views' probabilities averaged and scaled by their temperature, (B, C), as
+    ``core.testtime`` measured them. ``trunks`` (by backbone) and ``tops`` (by model) are the callables the
+    caller runs photos with. All the views a backbone's models take go through its trunk as one batch, and
+    each model's top reads the rows of its own views."""
+    count = len(photos)
+    needed = {}  # backbone (None: the CNNs, which read the views themselves) -> the views its models take
+    for model_id, chosen in views.items():
+        needed.setdefault(specs[model_id].backbone, {}).update(dict.fromkeys(chosen.views))
+    made = {name: augmentation.test_time_view(photos, name).astype(np.float32)
+            for name in dict.fromkeys(name for names in needed.values() for name in names)}
+    outputs = {}
+    for backbone, names in needed.items():
+        stacked = tf.convert_to_tensor(np.concatenate([made[name] for name in names]))
+        outputs[backbone] = trunks[backbone](stacked) if backbone else stacked
+    averaged = {}
+    for model_id, (_, chosen, temperature) in views.items():
+        backbone = specs[model_id].backbone
+        order = list(needed[backbone])
+        rows = np.concatenate([order.index(name) * count + np.arange(count) for name in chosen])
+        probs = np.asarray(tops[model_id](tf.gather(outputs[backbone], rows))).reshape(len(chosen), count, -1)
+        averaged[model_id] = calibration.scale(probs.mean(axis=0), temperature)
+    return averaged
+
+
 class Classifier:
     """Several trained models of one result set, sharing each backbone's trunk, compiled once, and the
     open-set verdict on those same trunks (``judge``, optional). Probabilities are temperature-scaled by
     ``temperatures`` (model id -> T, ``LoadedModels.temperatures``; none given: as the models output them).
-    ``specs``: where each model's trunk ends (``LoadedModels.specs``; none given: at its backbone's usual cut)."""
+    ``specs``: where each model's trunk ends (``LoadedModels.specs``; none given: at its backbone's usual cut).
+    ``views``: the test-time views each model may average (``LoadedModels.views``), on request."""
 
     def __init__(self, loaded: dict[str, keras.Model], judge: OpenSetJudge | None = None,
-                 temperatures: dict[str, float] | None = None, specs: dict[str, ModelSpec] | None = None):
+                 temperatures: dict[str, float] | None = None, specs: dict[str, ModelSpec] | None = None,
+                 views: dict[str, ChosenViews] | None = None):
         self.model_ids = [m for m in MODEL_IDS if m in loaded]
         self.temperatures = temperatures or {}
+        self.views = {m: chosen for m, chosen in (views or {}).items() if m in self.model_ids}
         self.specs = {m: (specs or {}).get(m, MODEL_SPECS[m]) for m in self.model_ids}
         first = next(iter(loaded.values()))
         self.image_size = int(first.input.shape[1])
@@ -176,20 +230,25 @@ class Classifier:
         for model_id, spec in self.specs.items():
             if spec.backbone and spec.backbone not in self.trunks:
                 self.trunks[spec.backbone] = models.compiled_forward(models.trunk_model(loaded[model_id], spec))
+        self.tops = {m: models.compiled_forward(models.top_model(loaded[m], self.specs[m])) for m in self.views}
 
-    def classify(self, photos: np.ndarray) -> Classification:
-        """``photos``: (B, size, size, 3) uint8, resized by ``images.to_array``."""
+    def classify(self, photos: np.ndarray, with_views: bool = False) -> Classification:
+        """``photos``: (B, size, size, 3) uint8, resized by ``images.to_array``. ``with_views``: each model in
+        ``views`` answers with the average of its views' probabilities, scaled by their temperature, as
+        ``core.testtime`` measured it; its maps and the open-set verdict stay the photo's."""
         x = tf.convert_to_tensor(photos, tf.float32)
         trunk_outputs = {name: trunk(x) for name, trunk in self.trunks.items()}
-        return Classification(
-            {m: calibrated(e(trunk_outputs.get(self.specs[m].backbone, x)), self.temperatures.get(m, 1.0))
-             for m, e in self.explainers.items()},
-            None if self.judge is None else self.judge(trunk_outputs, self.model_ids),
-        )
+        results = {m: calibrated(e(trunk_outputs.get(self.specs[m].backbone, x)), self.temperatures.get(m, 1.0))
+                   for m, e in self.explainers.items()}
+        if with_views:
+            averaged = views_averaged(photos, self.views, self.specs, self.trunks, self.tops)
+            results.update({m: replace(results[m], probs=p) for m, p in averaged.items()})
+        return Classification(results, None if self.judge is None else self.judge(trunk_outputs, self.model_ids),
+                              {m: self.views[m].option for m in self.views} if with_views else {})
 
-    def classify_image(self, image) -> Classification:
+    def classify_image(self, image, with_views: bool = False) -> Classification:
         """One validated PIL image (see ``images.read_image``)."""
-        return self.classify(images.to_array(image, self.image_size)[None])
+        return self.classify(images.to_array(image, self.image_size)[None], with_views)
 
 
 class Predictor:
@@ -205,10 +264,11 @@ class Predictor:
     def __init__(self, loaded: LoadedModels, openset_stored: tuple[dict, dict] | None):
         self.model_ids = list(loaded.models)
         self.temperatures = loaded.temperatures
-        spec_of = {m: loaded.specs.get(m, MODEL_SPECS[m]) for m in self.model_ids}
+        self.views = loaded.views
+        self.specs = {m: loaded.specs.get(m, MODEL_SPECS[m]) for m in self.model_ids}
         self.image_size = int(next(iter(loaded.models.values())).input.shape[1])
         self.trunks, self.tops = {}, {}
-        for model_id, spec in spec_of.items():
+        for model_id, spec in self.specs.items():
             model = loaded.models[model_id]
             if spec.backbone and spec.backbone not in self.trunks:
                 self.trunks[spec.backbone] = models.trunk_model(model, spec)
@@ -220,21 +280,24 @@ class Predictor:
         """Whether the result set's open-set verdict comes with the answers (else None where it has one)."""
         return self.judge is not None
 
-    def __call__(self, photos: np.ndarray) -> tuple[Classification, dict[str, np.ndarray] | None]:
+    def __call__(self, photos: np.ndarray, with_views: bool = False) -> tuple[Classification, dict[str, np.ndarray] | None]:
         """``photos``: (B, size, size, 3) uint8 -> the models' probabilities (no maps) and the open-set flags
-        ``{model id or "ensemble": (B,) bool}`` (None without a verdict)."""
+        ``{model id or "ensemble": (B,) bool}`` (None without a verdict). ``with_views``: as ``Classifier``."""
         x = tf.convert_to_tensor(photos, tf.float32)
         trunk_outputs = {b: trunk(x, training=False) for b, trunk in self.trunks.items()}
         results = {}
         for model_id, top in self.tops.items():
-            probs = top(trunk_outputs.get(MODEL_SPECS[model_id].backbone, x), training=False)
+            probs = top(trunk_outputs.get(self.specs[model_id].backbone, x), training=False)
             results[model_id] = calibrated(Explanation(np.asarray(probs), None, None), self.temperatures.get(model_id, 1.0))
+        if with_views:
+            averaged = views_averaged(photos, self.views, self.specs, self.trunks, self.tops)
+            results.update({m: replace(results[m], probs=p) for m, p in averaged.items()})
         flags = self.judge(trunk_outputs, self.model_ids) if self.judges_open_set else None
-        return Classification(results), flags
+        return Classification(results, views={m: self.views[m].option for m in self.views} if with_views else {}), flags
 
-    def classify_image(self, image) -> tuple[Classification, dict[str, bool] | None]:
+    def classify_image(self, image, with_views: bool = False) -> tuple[Classification, dict[str, bool] | None]:
         """One validated PIL image (see ``images.read_image``)."""
-        classification, flags = self(images.to_array(image, self.image_size)[None])
+        classification, flags = self(images.to_array(image, self.image_size)[None], with_views)
         return classification, None if flags is None else {name: bool(f[0]) for name, f in flags.items()}
 
 
@@ -246,4 +309,4 @@ def load_classifier(result_set: artifacts.ResultSet, weights_dir=None) -> tuple[
         return None, loaded.problems
     image_size = int(next(iter(loaded.models.values())).input.shape[1])
     judge = OpenSetJudge.for_models(loaded, result_set.openset(), image_size)
-    return Classifier(loaded.models, judge, loaded.temperatures, loaded.specs), loaded.problems
+    return Classifier(loaded.models, judge, loaded.temperatures, loaded.specs, loaded.views), loaded.problems

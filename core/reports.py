@@ -24,13 +24,16 @@ def group_verdict(probs: np.ndarray, class_groups: list[str]) -> tuple[str, floa
 
 
 def summarise(classification: Classification, result_set: artifacts.ResultSet, top: int = 3, index: int = 0) -> dict:
-    """One photo's answers: per model top-k and group, the soft-voting ensemble, and agreement."""
+    """One photo's answers: per model top-k and group (and, where its probabilities average test-time views,
+    which: ``Classification.views``), the soft-voting ensemble, and agreement."""
     names, groups = result_set.class_names, result_set.class_groups
     per_model = {}
     for model_id, result in classification.results.items():
         probs = result.probs[index]
         group, group_prob = group_verdict(probs, groups)
         per_model[model_id] = {"top": top_classes(probs, names, top), "group": group, "group_probability": group_prob}
+        if model_id in classification.views:
+            per_model[model_id]["views"] = classification.views[model_id]
     ensemble = classification.ensemble()[index]
     group, group_prob = group_verdict(ensemble, groups)
     votes = [m["top"][0][0] for m in per_model.values()]
@@ -47,7 +50,8 @@ def format_summary(label: str, summary: dict) -> str:
     rows = [(MODEL_SPECS[m].title, v) for m, v in summary["models"].items()] + [("ensemble (mean)", summary["ensemble"])]
     for title, value in rows:
         tops = ", ".join(f"{name} {prob:.0%}" for name, prob in value["top"])
-        lines.append(f"  {title:24s} {tops}  [{value['group']} {value['group_probability']:.0%}]")
+        views = f"  ({value['views']} averaged)" if "views" in value else ""
+        lines.append(f"  {title:24s} {tops}  [{value['group']} {value['group_probability']:.0%}]{views}")
     agree = summary["agreement"]
     lines.append(f"  {agree['models']} of {agree['of']} models say {agree['class']}")
     return "\n".join(lines)

@@ -8,7 +8,8 @@ train: seconds per epoch of a fine-tuned model (ResNet50; --model vgg16) with th
 end-to-end fit, timed alternately; the per-image cost of every step of a training run; and from those the projected
 time to train all six on the full 3,115-image training set, and one seed of all six as --artifacts ran them on
 its own photos (with --train-precision auto and a tuned set: the tuned recipe's time).
-classify: median time of the app's six-model classification with every heatmap against a naive loop.
+classify: median time of the app's six-model classification with every heatmap against a naive loop, and with
+the test-time views validation took (the Classify page's switch).
 cli: seconds from starting scripts/classify.py on one photo to its answer (and the bare TensorFlow import).
 decode: peak memory rise of reading a generated 200 MP phone JPEG (decoded at reduced size).
 memory: peak resident memory of a real training of all six per dataset size (--photos 2000 4000), under --recipe
@@ -112,21 +113,24 @@ def classify_command(args) -> dict:
         weights = backbone_weights(args.weights_dir)
         loaded = {m: models.build_model(m, 36, args.image_size, weights=weights.get(MODEL_SPECS[m].backbone))
                   for m in MODEL_IDS}
-        specs, rs = None, None
+        specs, views, rs = None, None, None
     else:
         rs = artifacts.open_result_set(args.artifacts)
         built = inference.load_models(rs, args.weights_dir)
         if built.problems:
             raise inference.ModelUnavailable("; ".join(f"{m}: {p}" for m, p in built.problems.items()))
-        loaded, specs = built.models, built.specs
+        loaded, specs, views = built.models, built.specs, built.views
     photo = args.image or (str(rs.samples()[0][0]) if rs and rs.samples() else None)
     image = images.read_image(photo) if photo else benchmarks.sample_photos(None, 1, 256)[0][0]
-    result = benchmarks.classify_benchmark(loaded, image if photo else images.Image.fromarray(image), args.runs, specs)
+    result = benchmarks.classify_benchmark(loaded, image if photo else images.Image.fromarray(image), args.runs, specs,
+                                           views)
     result["machine"] = benchmarks.machine()
     result["photo"] = photo or "random pixels"
     print(f"{result['models']} models at {result['image_size']} px, median of {result['runs']} runs on {result['photo']}: "
           f"{result['six_model_ms']:.0f} ms with all heatmaps, naive loop {result['naive_ms']:.0f} ms: "
-          f"{result['ratio']:.1f}x faster")
+          f"{result['ratio']:.1f}x faster"
+          + (f"; with the test-time views of {len(result['views'])} models {result['with_views_ms']:.0f} ms"
+             if result["views"] else ""))
     return result
 
 

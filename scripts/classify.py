@@ -1,10 +1,12 @@
 """Classify photos with every model of a result set.
 
-    python scripts/classify.py IMAGE [IMAGE ...] [--json] [--artifacts DIR] [--weights-dir DIR]
+    python scripts/classify.py IMAGE [IMAGE ...] [--json] [--views] [--artifacts DIR] [--weights-dir DIR]
 
 Prints each model's top-3 classes and its fruit/vegetable verdict per image; with --json, one JSON object
 per image per line: {"file", "models": {id: {"top": [[class, prob], ...], "group", "unknown"}}, "ensemble"};
 "unknown" is the open-set verdict (true: none of the classes the result set knows; null: the set has none).
+With --views, each model for which validation took test-time views (core.testtime: its mirror image, crops)
+answers with their average, and says which ("views"); the open-set verdict stays the photo's.
 A file that is not a usable image gets exactly one line on stderr and the exit status is 1; the others are
 still classified. stdout holds the answers and nothing else.
 
@@ -94,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--artifacts", default=os.environ.get("FRUITVEG_ARTIFACTS", "artifacts"))
     parser.add_argument("--weights-dir", default=None, help="ImageNet weights folder (default $FRUITVEG_WEIGHTS_DIR)")
     parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--views", action="store_true", help="average the test-time views validation took per model")
     args = parser.parse_args(argv)
 
     photos, failures = [], 0
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
         verdict = None if predictor.judges_open_set else features.load_verdict(result_set, args.weights_dir)
 
         def summarise(image):
-            classification, flags = predictor.classify_image(image)
+            classification, flags = predictor.classify_image(image, args.views)
             summary = reports.summarise(classification, result_set, top=args.top)
             if verdict is not None:
                 flags = verdict.for_image(image, summary["models"])

@@ -4,7 +4,7 @@
     python scripts/evaluate.py --openset [--backbones vgg16,resnet50] [--cache-dir data/openset]
     python scripts/evaluate.py --linear-probe [--backbones vgg16,resnet50] [--cache-dir data/openset]
     python scripts/evaluate.py --calibrate [--models ids]
-    python scripts/evaluate.py --flips [--models ids]
+    python scripts/evaluate.py --views [--models ids]
     python scripts/evaluate.py --test-sizes 256,288,320 [--models ids]
 
 Rewrites each model's predictions, maps and metrics, including the Grad-CAM randomisation check.
@@ -13,11 +13,11 @@ protocol, stores it in the result set and prints the figures. With --linear-prob
 reference (core.probe: frozen-backbone features + logistic regression, C chosen on validation), tests it
 on the same test photos, stores it and prints it beside each model. Both share the feature cache.
 With --calibrate it fits each model's temperature on the validation photos (core.calibration; training does
-this for the runs it makes) and stores it with the test ECE and loss it gives. With --flips it measures
-test-time flips (each photo's probabilities averaged with its mirror image's) on validation and test and
-stores the figures; validation alone says whether they are worth taking. With --test-sizes it measures
-each model on the validation and test photos resized to each size (test-time resolution) and stores the
-figures; validation alone chooses the size.
+this for the runs it makes) and stores it with the test ECE and loss it gives. With --views it measures
+test-time views (the probabilities of each photo's mirror image and crops averaged with its own, core.testtime)
+on validation and test and stores the figures; validation alone chooses which, if any, are worth taking. With
+--test-sizes it measures each model on the validation and test photos resized to each size (test-time
+resolution) and stores the figures; validation alone chooses the size.
 The dataset folder defaults to the one recorded in the result set.
 """
 
@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train import parse_models  # noqa: E402
 
-from core import artifacts, evaluation, formatting, openset  # noqa: E402
+from core import artifacts, evaluation, formatting, openset, testtime  # noqa: E402
 
 
 def fit_openset(args) -> int:
@@ -112,27 +112,26 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def describe(state: str, metrics: dict) -> str:
-    """One line on what was stored for a model: its fitted temperature, its test-time flips or sizes."""
-    fitted, flips, sizes = metrics.get("calibration"), metrics.get("test_time_flip"), metrics.get("test_time_size")
+    """One line on what was stored for a model: its fitted temperature, its test-time views or sizes."""
+    fitted = metrics.get("calibration")
     if state == "calibrated" and fitted:
         return (f"temperature {fitted['temperature']:.2f}: test ECE {metrics['ece']:.3f} -> "
                 f"{fitted['test_ece_scaled']:.3f}, test loss {metrics['loss']:.3f} -> "
                 f"{fitted['test_loss_scaled']:.3f} (validation loss {fitted['validation_loss']:.3f} -> "
                 f"{fitted['validation_loss_scaled']:.3f})")
-    if state == "flips measured" and flips:
-        val, test = flips["validation"], flips["test"]
-        return (f"flips: validation {val['accuracy']:.1%} -> {val['accuracy_flip']:.1%} (loss {val['loss']:.3f} -> "
-                f"{val['loss_flip']:.3f}), {'taken' if flips['chosen'] else 'not taken'}; test {test['accuracy']:.1%} "
-                f"-> {test['accuracy_flip']:.1%} (photos fixed / broken: {test['fixed']} / {test['broken']}, "
-                f"{formatting.p_value(test['p_value'])})")
-    if state == "sizes measured" and sizes:
-        at = {int(size): entry for size, entry in sizes["sizes"].items()}
-        chosen = at[sizes["chosen"]]["test"]
-        taken = (f"taken: {sizes['chosen']} px (test photos fixed / broken against {sizes['image_size']} px: "
-                 f"{chosen['fixed']} / {chosen['broken']}, {formatting.p_value(chosen['p_value'])})"
-                 if sizes["chosen"] != sizes["image_size"] else "none taken")
-        return (f"sizes (px: accuracy %): validation {formatting.by_size({k: v['validation']['accuracy'] for k, v in at.items()})}; "
-                f"test {formatting.by_size({k: v['test']['accuracy'] for k, v in at.items()})}; {taken}")
+    measured = {"views measured": (artifacts.TEST_TIME_VIEWS, "views", ""),
+                "sizes measured": (artifacts.TEST_TIME_SIZES, "sizes", " px")}
+    if state in measured and metrics.get(measured[state][0]):
+        key, what, unit = measured[state]
+        options = metrics[key]
+        chosen, baseline = options["chosen"], options["baseline"]
+        test = options["options"][chosen]["test"]
+        taken = (f"taken: {chosen}{unit} (test photos fixed / broken against {baseline}{unit}: {test['fixed']} / "
+                 f"{test['broken']}, {formatting.p_value(test['p_value'])})" if chosen != baseline else "none taken")
+        return "; ".join(
+            f"{what} ({split}, accuracy %): " + formatting.by_option(
+                {option: figures[split]["accuracy"] for option, figures in options["options"].items()})
+            for split in testtime.SPLITS) + f"; {taken}"
     return state
 
 
@@ -145,7 +144,8 @@ def main(argv=None) -> int:
     parser.add_argument("--openset", action="store_true", help="fit, measure and store the open-set verdict")
     parser.add_argument("--linear-probe", action="store_true", help="fit, test and store the linear-probe reference")
     parser.add_argument("--calibrate", action="store_true", help="fit and store each model's temperature on validation")
-    parser.add_argument("--flips", action="store_true", help="measure and store test-time flips on validation and test")
+    parser.add_argument("--views", action="store_true",
+                        help="measure and store test-time views (mirror image, crops) on validation and test")
     parser.add_argument("--test-sizes", type=parse_sizes, default=None, metavar="PX,PX",
                         help="measure and store test-time resolution at these sizes on validation and test")
     parser.add_argument("--backbones", default="vgg16,resnet50", help="frozen backbones for --openset/--linear-probe")
@@ -159,9 +159,9 @@ def main(argv=None) -> int:
     try:
         result_set = artifacts.open_result_set(args.artifacts)
         if args.test_sizes:
-            status = evaluation.test_time_sizes(result_set, args.test_sizes, args.data_dir, args.weights_dir, args.models)
+            status = testtime.measure_sizes(result_set, args.test_sizes, args.data_dir, args.weights_dir, args.models)
         else:
-            run = (evaluation.calibrate if args.calibrate else evaluation.test_time_flips if args.flips
+            run = (evaluation.calibrate if args.calibrate else testtime.measure_views if args.views
                    else evaluation.reevaluate)
             status = run(result_set, args.data_dir, args.weights_dir, args.models)
     except (artifacts.ResultSetError, FileNotFoundError) as err:
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     result_set = artifacts.open_result_set(args.artifacts)
     for model_id, state in status.items():
         print(f"{model_id:20s} {describe(state, result_set.metrics(model_id) if model_id in result_set.models else {})}")
-    return 0 if all(s in ("evaluated", "calibrated", "flips measured", "sizes measured") for s in status.values()) else 1
+    return 0 if all(s in ("evaluated", "calibrated", "views measured", "sizes measured") for s in status.values()) else 1
 
 
 if __name__ == "__main__":

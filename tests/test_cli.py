@@ -96,3 +96,25 @@ def test_answer_equals_the_in_process_classifier_and_verdict(photos, mixed_run):
             assert prob == pytest.approx(everything[class_name], abs=1e-5), (name, class_name)
         assert answer["unknown"] == reference["unknown"], name
         assert answer["group_probability"] == pytest.approx(reference["group_probability"], abs=1e-5), name
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_views_average_what_validation_took_as_the_app_does(photos):
+    """--views: each model for which the shipped set's validation took test-time views answers with their
+    average and names them, as the app's classifier does with its switch on."""
+    from core import artifacts, images, inference
+
+    done = run_cli("--json", "--views", photos["photo.jpg"])
+    assert done.returncode == 0 and done.stderr == ""
+    record = json.loads(done.stdout)
+    result_set = artifacts.open_result_set(ROOT / "artifacts")
+    taken = {m: chosen.option for m in result_set.models if (chosen := inference.chosen_views(result_set.metrics(m)))}
+    assert taken  # the shipped set has models that take views
+    assert {m: answer["views"] for m, answer in record["models"].items() if "views" in answer} == taken
+    classifier, _ = inference.load_classifier(result_set, SHARED_WEIGHTS)
+    expected = reports.summarise(classifier.classify_image(images.read_image(photos["photo.jpg"]), with_views=True),
+                                 result_set, top=len(result_set.class_names))
+    for model_id, answer in record["models"].items():
+        everything = dict(expected["models"][model_id]["top"])
+        for class_name, prob in answer["top"]:
+            assert prob == pytest.approx(everything[class_name], abs=1e-5), (model_id, class_name)

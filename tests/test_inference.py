@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_CLASSES, make_photo
-from core import artifacts, explain, images, inference, models, openset, reports
+from core import artifacts, augmentation, calibration, evaluation, explain, images, inference, models, openset, reports
 from core.specs import BACKBONES, MODEL_IDS, MODEL_SPECS
 
 
@@ -39,6 +39,40 @@ def test_shared_trunk_path_matches_each_full_model(loaded):
 def tiny_photos(size=48, per_class=3):
     rng = np.random.default_rng(7)
     return np.stack([images.to_array(make_photo(c, rng), size) for c in TINY_CLASSES.values() for _ in range(per_class)])
+
+
+def test_test_time_views_average_each_models_views_as_measured(loaded_models):
+    rs, loaded = loaded_models
+    chosen = {"cnn": inference.ChosenViews("five crops", augmentation.TEST_VIEW_SETS["five crops"], 0.8),
+              "resnet50": inference.ChosenViews("photo + mirror", ("photo", "mirror"), 1.5),
+              "resnet50_attention": inference.ChosenViews("photo + mirror + five crops",
+                                                          augmentation.TEST_VIEW_SETS["photo + mirror + five crops"], 1.0)}
+    classifier = inference.Classifier(loaded.models, temperatures=loaded.temperatures, specs=loaded.specs, views=chosen)
+    photos = tiny_photos()
+    alone, averaged = classifier.classify(photos), classifier.classify(photos, with_views=True)
+    for model_id in MODEL_IDS:
+        if model_id not in chosen:  # the others answer for the photo alone either way
+            np.testing.assert_allclose(averaged.results[model_id].probs, alone.results[model_id].probs, atol=1e-6)
+            continue
+        option, views, temperature = chosen[model_id]
+        # As core.testtime measures it: each view through the whole model, the probabilities averaged, scaled.
+        each = [evaluation.probabilities(loaded.models[model_id], rs.spec(model_id), augmentation.test_time_view(photos, v))
+                for v in views]
+        np.testing.assert_allclose(averaged.results[model_id].probs, calibration.scale(np.mean(each, axis=0), temperature),
+                                   atol=1e-4, err_msg=model_id)
+        assert not np.allclose(averaged.results[model_id].probs, alone.results[model_id].probs, atol=1e-3), model_id
+        # The maps stay the photo's.
+        np.testing.assert_array_equal(averaged.results[model_id].gradcam, alone.results[model_id].gradcam)
+
+
+def test_the_chosen_views_are_read_from_the_stored_figures():
+    def stored(chosen):
+        return {artifacts.TEST_TIME_VIEWS: {
+            "baseline": "photo", "chosen": chosen, "views": {k: list(v) for k, v in augmentation.TEST_VIEW_SETS.items()},
+            "options": {k: {"temperature": 0.5 + i} for i, k in enumerate(augmentation.TEST_VIEW_SETS)}}}
+    assert inference.chosen_views({}) is None and inference.chosen_views(stored("photo")) is None
+    assert inference.chosen_views(stored("five crops")) == (
+        "five crops", augmentation.TEST_VIEW_SETS["five crops"], 2.5)
 
 
 def test_each_backbone_is_built_once_and_its_models_answer_as_built_alone(loaded_models):

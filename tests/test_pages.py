@@ -114,6 +114,32 @@ def test_classify_shows_six_results_for_a_sample_and_an_upload(tiny_results, tmp
     assert at.selectbox[1].disabled
 
 
+def test_classify_uses_the_test_time_views_validation_took_when_asked(tiny_data, tiny_results, tmp_path):
+    from core import artifacts, testtime
+
+    assert not page("classify", tiny_results).toggle  # no views measured: no switch
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    testtime.measure_views(artifacts.open_result_set(copy), tiny_data, model_ids=["cnn"], progress=False)
+    # Whatever the tiny validation split chose, take the five crops, as a real set's validation may.
+    rs = artifacts.open_result_set(copy)
+    metrics = rs.metrics("cnn")
+    metrics[artifacts.TEST_TIME_VIEWS]["chosen"] = "five crops"
+    with artifacts.ResultSetWriter(copy, rs.config).model_folder("cnn", keep_existing=True) as folder:
+        artifacts.write_json(folder / artifacts.METRICS, metrics)
+    at = page("classify", copy)
+    at.selectbox[0].set_value(0).run()
+    assert not at.exception and at.toggle[0].label == f"Test-time views (1 of {len(MODEL_IDS)} models)"
+    cnn_card = lambda: next(m.value for m in at.markdown if m.value.startswith(f"**{MODEL_SPECS['cnn'].title}**"))
+    alone = cnn_card()
+    assert not [c for c in at.caption if "views" in c.value]
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    assert [c.value for c in at.caption if c.value.startswith("views averaged")] == ["views averaged: five crops"]
+    assert any(c.value.startswith(f"Test-time views: 1 of {len(MODEL_IDS)} models answer") for c in at.caption)
+    assert cnn_card() != alone  # its answer is now the crops' average (a class or a percentage changes)
+
+
 def verdict(at) -> str:
     """The headline, checked against the average it must not contradict."""
     text = next(m.value for m in at.markdown if m.value.startswith(("**All", "**No", "**1", "**2", "**3", "**4", "**5")))

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import streamlit as st
 
-from core import explain, features, formatting, groups, headline, images, inference, reports
+from core import augmentation, explain, features, formatting, groups, headline, images, inference, reports
 from views import common
 
 st.title("Classify a photo")
@@ -25,10 +25,10 @@ def classifier_for(path: str, stamp: str, weights_dir: str | None):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image):
+def classify(path: str, stamp: str, weights_dir: str | None, digest: str, _image, with_views: bool):
     """All models on one photo; cached by the photo's hash, so moving a slider never reruns a model."""
     classifier, _ = classifier_for(path, stamp, weights_dir)
-    result = classifier.classify_image(_image)
+    result = classifier.classify_image(_image, with_views)
     return result, reports.summarise(result, common.cached_result_set(path, stamp), top=5)
 
 
@@ -82,6 +82,13 @@ with sample_tab:
         help="Test photos of the result set: the models never saw them in training. The folder in brackets is "
         "where the photo lies in the downloaded dataset; the result set's own split put it in its test split.",
     )
+# Off by default: the page shows what the models answer for the photo itself, as every other page does.
+with_views = bool(classifier.views) and st.toggle(
+    f"Test-time views ({len(classifier.views)} of {len(classifier.model_ids)} models)",
+    help="Each model for which the validation photos took more views than the photo alone (Overview: Test-time "
+         "views) answers with the average of their probabilities: its mirror image and crops of "
+         f"{augmentation.TEST_CROP_SIDE:.0%} of the side, up to seven passes instead of one. Heatmaps and the "
+         "open-set verdict stay those of the photo.")
 source = uploaded or photo or (samples[choice][0] if choice is not None else None)
 # One slot for the hint and the progress note, so the note replaces the hint instead of drawing over it.
 status = st.empty()
@@ -99,7 +106,7 @@ except images.ImageError as err:
     st.error(f"This file cannot be classified: {err}")
     st.stop()
 status.info(f"Running the models on {described}…")
-result, summary = classify(path, stamp, weights_dir, images.image_digest(data), image)
+result, summary = classify(path, stamp, weights_dir, images.image_digest(data), image, with_views)
 unknown = unknown_flags(path, stamp, weights_dir, images.image_digest(data), image, result, tuple(result.results))
 status.empty()
 class_names = rs.class_names
@@ -126,6 +133,10 @@ with head[1]:
         whose = "Every model's" if len(scaled) == len(result.results) else f"{len(scaled)} of {len(result.results)} models'"
         st.caption(f"{whose} probabilities are temperature-scaled on the validation photos, so that a model's 80% "
                    "is right about 80% of the time (Statistics, Calibration).")
+    if result.views:
+        st.caption(f"Test-time views: {len(result.views)} of {len(result.results)} models answer with the average of "
+                   "the views their validation photos took (named on each card; Overview, Test-time views); the "
+                   "heatmaps and the open-set verdict are the photo's own.")
     if unknown is None:
         st.caption("This result set has no open-set verdict (scripts/evaluate.py --openset adds one).")
     elif unknown["ensemble"]:
@@ -171,6 +182,8 @@ def model_cards():
                 top_class, top_prob = answer["top"][0]
                 st.markdown(f"**{common.title(model_id)}**  \n{top_class} {top_prob:.0%} · "
                             f"{headline.group_phrase(answer['group'], answer['group_probability'])}")
+                if "views" in answer:
+                    st.caption(f"views averaged: {answer['views']}")
                 if unknown is not None and unknown.get(model_id):
                     st.markdown(f":orange[none of the {len(class_names)} known classes (open-set verdict)]")
                 if kind == "Attention" and explanation.attention is None:

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import comparison, formatting, openset, recipes, resultsets
+from core import artifacts, augmentation, comparison, formatting, openset, recipes, resultsets
 from views import common, multiset, probe
 
 st.title("Overview")
@@ -25,12 +25,15 @@ for line in comparison.reading(table):
 show = table.sort_values("accuracy", ascending=False)
 
 
+# The model's name stays in view while a narrow screen scrolls a wide table sideways.
+MODEL_PINNED = {"Model": st.column_config.TextColumn(pinned=True)}
+
+
 def formatted_table(part: str) -> None:
     """Every cell a string from core.formatting: no None, no raw float, one number style in every column."""
     shown, best = formatting.overview_display(show, part)
     styled = shown.style.apply(lambda _: best.map(lambda b: "background-color: #c7e9c0" if b else ""), axis=None)
-    st.dataframe(styled, hide_index=True, width="stretch",
-                 column_config={"Model": st.column_config.TextColumn(pinned=True)})
+    st.dataframe(styled, hide_index=True, width="stretch", column_config=MODEL_PINNED)
 
 
 formatted_table("accuracy")
@@ -90,33 +93,26 @@ if not ensembles.empty:
     st.caption("The mean of the models' probabilities on each test photo (the stored run of each model), as the "
                "Classify page's ensemble. What the models get right together, not a model of its own.")
 
-flips = comparison.flip_table(rs)
-if not flips.empty:
-    with st.expander("Test-time flips: each photo averaged with its mirror image"):
-        st.dataframe(pd.DataFrame({
-            "Model": flips["model"],
-            "Validation: alone → flips": [f"{formatting.percent(r.validation_accuracy)} → "
-                                          f"{formatting.percent(r.validation_accuracy_flip)}" for r in flips.itertuples()],
-            "Validation NLL": [f"{r.validation_loss:.3f} → {r.validation_loss_flip:.3f}" for r in flips.itertuples()],
-            "Taken": ["yes" if c else "no" for c in flips["chosen"]],
-            "Test with flips [95 % interval]": [formatting.percent_interval(r.test_accuracy_flip, r.test_low, r.test_high)
-                                                for r in flips.itertuples()],
-            "Test: Δ": [formatting.signed_points(r.test_accuracy_flip - r.test_accuracy) for r in flips.itertuples()],
-            "Photos fixed / broken": [f"{r.fixed} / {r.broken} ({formatting.p_value(r.p_value)})"
-                                      for r in flips.itertuples()],
-        }), hide_index=True)
-        st.caption("Probabilities temperature-scaled, of the photo and of its mirror image, averaged. Taken: the "
-                   "validation photos alone decide (right more often, or as often with a lower NLL). Fixed / "
-                   "broken: test photos the flips turn right / wrong, with the exact McNemar test. The tables "
-                   "above and every other page show the photo alone.")
+views_measured = comparison.test_time_table(rs, artifacts.TEST_TIME_VIEWS)
+if not views_measured.empty:
+    with st.expander("Test-time views: each photo's mirror image and crops averaged with it"):
+        st.dataframe(formatting.test_time_display(views_measured), hide_index=True, column_config=MODEL_PINNED)
+        st.caption(f"Each column: validation · test accuracy (%) with the probabilities of those views of each "
+                   f"photo averaged (the five crops: {augmentation.TEST_CROP_SIDE:.0%} of the side from the centre and "
+                   "the four corners, resized to the image size), scaled by a temperature fitted on the validation photos with those "
+                   "views. Taken (✓): the views with the most validation photos right (at a lower NLL on a tie), the "
+                   "photo alone unless another does better, with its test accuracy and 95 % Wilson interval. Fixed / "
+                   "broken: test photos the taken views turn right / wrong against the photo alone, with the exact "
+                   "McNemar test. The tables above and every other page show the photo alone (one pass, not up to seven); "
+                   "Classify can use the taken views.")
 
-sizes = comparison.size_table(rs)
+sizes = comparison.test_time_table(rs, artifacts.TEST_TIME_SIZES)
 if not sizes.empty:
     with st.expander("Test-time resolution: the photos at other sizes"):
-        st.dataframe(formatting.size_display(sizes), hide_index=True)
+        st.dataframe(formatting.test_time_display(sizes, unit=" px"), hide_index=True, column_config=MODEL_PINNED)
         st.caption("Each size's column: validation · test accuracy (%), each photo resized to the size instead of "
                    "the image size the model trained at; probabilities scaled by a temperature fitted on the "
-                   "validation photos at that size. Taken: the size with the most validation photos right (at a lower NLL on "
+                   "validation photos at that size. Taken (✓): the size with the most validation photos right (at a lower NLL on "
                    "a tie), the image size unless another does better, with its test accuracy and 95 % Wilson "
                    "interval. Fixed / broken: test photos the taken size "
                    "turns right / wrong against the image size, with the exact McNemar test. The tables above and "
