@@ -14,8 +14,10 @@ Layout of a result set ``OUT/``::
                           the frozen rest is rebuilt from the ImageNet weights
         history.csv       one row per epoch
         seed<N>-*.csv/json/npz  history, metrics and predictions of extra runs with other seeds (--seeds)
-        metrics.json      test metrics, and the temperature fitted on validation (core.calibration)
+        metrics.json      test metrics, the temperature fitted on validation (core.calibration), and test-time
+                          options where measured (core.testtime)
         predictions.npz   test files, true labels, class probabilities
+        view_predictions.npz  the same with the test-time views validation took (optional; core.testtime)
         maps.npz          low-resolution float16 Grad-CAM (predicted and true class) and attention maps
     openset.json/.npz     the open-set verdict (optional; core.openset)
     probe.json/.npz       the linear-probe reference (optional; core.probe): frozen-backbone features and
@@ -56,6 +58,9 @@ TOP_WEIGHTS = "top.weights.h5"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.npz"
+# The test predictions with the test-time views validation took (core.testtime), where it took more than the
+# photo alone: the same layout as PREDICTIONS, the views' probabilities averaged (unscaled).
+VIEW_PREDICTIONS = "view_predictions.npz"
 MAPS = "maps.npz"
 OPENSET = "openset.json"  # the open-set verdict's method, thresholds and measured figures (core.openset)
 OPENSET_ARRAYS = "openset.npz"  # its fitted arrays (PCA projection, class Gaussians, linear probe)
@@ -135,9 +140,13 @@ def write_npz(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def write_predictions(path: Path, files, y_true, probs) -> None:
+    write_npz(path, files=np.array(files), y_true=np.asarray(y_true), probs=np.asarray(probs, np.float32))
+
+
 def write_test_files(folder: Path, files: list[str], y_true, probs, maps: dict, metrics: dict) -> None:
     """A model's test results: predictions, low-resolution float16 maps, metrics."""
-    write_npz(folder / PREDICTIONS, files=np.array(files), y_true=np.asarray(y_true), probs=np.asarray(probs, np.float32))
+    write_predictions(folder / PREDICTIONS, files, y_true, probs)
     write_npz(folder / MAPS, **{name: np.asarray(m, np.float16) for name, m in maps.items()})
     write_json(folder / METRICS, metrics)
 
@@ -321,8 +330,13 @@ class ResultSet:
     def metrics(self, model_id: str) -> dict:
         return read_json(self.root / model_id / METRICS)
 
-    def predictions(self, model_id: str) -> Predictions:
-        with np.load(self.root / model_id / PREDICTIONS, allow_pickle=False) as data:
+    def predictions(self, model_id: str, with_views: bool = False) -> Predictions | None:
+        """The model's stored test predictions; ``with_views``: those with the test-time views validation took
+        (``VIEW_PREDICTIONS``), None where it has none."""
+        path = self.root / model_id / (VIEW_PREDICTIONS if with_views else PREDICTIONS)
+        if with_views and not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
             return Predictions(data["files"], data["y_true"], data["probs"])
 
     def maps(self, model_id: str) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from core import calibration, images, stats
-from core.artifacts import ResultSet, sample_relpath
+from core.artifacts import TEST_TIME_VIEWS, Predictions, ResultSet, sample_relpath
 from core.specs import MODEL_SPECS
 
 
@@ -108,30 +108,51 @@ def overview_table(result_set: ResultSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_probabilities(result_set: ResultSet, model_id: str, with_views: bool = False) -> tuple[Predictions, np.ndarray]:
+    """A model's stored test predictions and their temperature-scaled probabilities (as the Classify page shows
+    them); ``with_views``: with the test-time views validation took for it, where it took more than the photo."""
+    metrics = result_set.metrics(model_id)
+    measured = metrics.get(TEST_TIME_VIEWS)
+    stored = result_set.predictions(model_id, with_views=True) if with_views and measured else None
+    if stored is not None:
+        return stored, calibration.scale(stored.probs, measured["options"][measured["chosen"]]["temperature"])
+    stored = result_set.predictions(model_id)
+    return stored, calibration.scale(stored.probs, calibration.temperature(metrics))
+
+
+def _accuracy(result_set: ResultSet, model_id: str, with_views: bool) -> float:
+    measured = result_set.metrics(model_id).get(TEST_TIME_VIEWS)
+    if with_views and measured:
+        return measured["options"][measured["chosen"]]["test"]["accuracy"]
+    return result_set.metrics(model_id)["accuracy"]
+
+
 def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFrame:
     """Soft-voting ensembles (the mean of the stored models' test probabilities, each temperature-scaled as
     the Classify page's average is): of every model, and of the ImageNet-based ones, each beside its best
-    member. Empty with fewer than two models."""
+    member; where every model's test-time views were measured, the same again with each model's views (as the
+    Classify page's average with its switch on). Empty with fewer than two models."""
     members = {
         f"all {len(result_set.models)} models": list(result_set.models),
         "the ImageNet-based models": [m for m in result_set.models if MODEL_SPECS[m].backbone],
     }
+    views_measured = all(TEST_TIME_VIEWS in result_set.metrics(m) for m in result_set.models)
     rows = []
-    for name, ids in members.items():
-        if len(ids) < 2 or (rows and ids == rows[-1]["ids"]):
-            continue
-        predictions = [result_set.predictions(m) for m in ids]
-        if any(not np.array_equal(p.files, predictions[0].files) for p in predictions):
-            raise ValueError("the models were tested on different images; an ensemble needs the same test set")
-        probs = np.mean([calibration.scale(p.probs, calibration.temperature(result_set.metrics(m)))
-                         for m, p in zip(ids, predictions)], axis=0)
-        correct = probs.argmax(axis=1) == predictions[0].y_true
-        k, n = int(correct.sum()), int(correct.size)
-        low, high = stats.wilson_interval(k, n, confidence)
-        best = max(ids, key=lambda m: result_set.metrics(m)["accuracy"])
-        rows.append({"ensemble": name, "ids": ids, "accuracy": k / n, "accuracy_low": low, "accuracy_high": high,
-                     "correct": k, "n": n, "best_member": MODEL_SPECS[best].title,
-                     "best_member_accuracy": result_set.metrics(best)["accuracy"]})
+    for with_views in (False, True) if views_measured else (False,):
+        for name, ids in members.items():
+            if len(ids) < 2 or (rows and ids == rows[-1]["ids"] and with_views == rows[-1]["with_views"]):
+                continue
+            tested = [test_probabilities(result_set, m, with_views) for m in ids]
+            if any(not np.array_equal(stored.files, tested[0][0].files) for stored, _ in tested):
+                raise ValueError("the models were tested on different images; an ensemble needs the same test set")
+            correct = np.mean([probs for _, probs in tested], axis=0).argmax(axis=1) == tested[0][0].y_true
+            k, n = int(correct.sum()), int(correct.size)
+            low, high = stats.wilson_interval(k, n, confidence)
+            best = max(ids, key=lambda m: _accuracy(result_set, m, with_views))
+            rows.append({"ensemble": name + (", each with its test-time views" if with_views else ""), "ids": ids,
+                         "with_views": with_views, "accuracy": k / n, "accuracy_low": low, "accuracy_high": high,
+                         "correct": k, "n": n, "best_member": MODEL_SPECS[best].title,
+                         "best_member_accuracy": _accuracy(result_set, best, with_views)})
     return pd.DataFrame(rows)
 
 

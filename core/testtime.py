@@ -59,18 +59,25 @@ def _stored_test_probs(result_set, model_id: str, test_files: list[str]) -> np.n
     return stored.probs
 
 
-def _store(result_set, model_id: str, key: str, figures: dict) -> None:
+def _store(result_set, model_id: str, key: str, figures: dict, view_predictions: tuple | None = None) -> None:
+    """The figures into the model's metrics under ``key``; for the views, also the test predictions with the
+    views taken (``view_predictions``: files, labels, probabilities; None: the photo alone was kept)."""
     metrics = result_set.metrics(model_id)
     metrics[key] = figures
     writer = artifacts.ResultSetWriter(result_set.root, result_set.config)
     with writer.model_folder(model_id, keep_existing=True) as folder:
         artifacts.write_json(folder / artifacts.METRICS, metrics)
+        if key == artifacts.TEST_TIME_VIEWS:
+            (folder / artifacts.VIEW_PREDICTIONS).unlink(missing_ok=True)
+            if view_predictions is not None:
+                artifacts.write_predictions(folder / artifacts.VIEW_PREDICTIONS, *view_predictions)
 
 
 def measure_views(result_set, data_dir=None, weights_dir=None, model_ids=None, progress: bool = True) -> dict[str, str]:
     """Measure each of ``augmentation.TEST_VIEW_SETS`` (the views' probabilities averaged) for each model with
-    weights and store the figures (``option_figures``) in its metrics under ``artifacts.TEST_TIME_VIEWS``. One
-    view of the two splits is in memory at a time, beside the photos."""
+    weights and store the figures (``option_figures``) in its metrics under ``artifacts.TEST_TIME_VIEWS``, and
+    the test predictions with the views taken (``artifacts.VIEW_PREDICTIONS``, for the ensembles). One view of
+    the two splits is in memory at a time, beside the photos."""
     photos, labels, test_files = _split_labels(result_set, data_dir, progress)
     views = list(dict.fromkeys(name for names in augmentation.TEST_VIEW_SETS.values() for name in names))
     status = {}
@@ -88,7 +95,9 @@ def measure_views(result_set, data_dir=None, weights_dir=None, model_ids=None, p
                              "side, resized to the image size), scaled by a temperature fitted on the validation "
                              "photos with those views")
         figures["views"] = {option: list(names) for option, names in augmentation.TEST_VIEW_SETS.items()}
-        _store(result_set, model_id, artifacts.TEST_TIME_VIEWS, figures)
+        chosen = figures["chosen"]
+        _store(result_set, model_id, artifacts.TEST_TIME_VIEWS, figures,
+               None if chosen == "photo" else (test_files, labels["test"], by_option[chosen]["test"]))
         status[model_id] = "views measured"
     return status
 

@@ -677,8 +677,8 @@ def _write_replicate(writer, model, spec, seed, class_names, groups, history, ex
     with writer.model_folder(spec.id, keep_existing=(writer.root / spec.id).is_dir()) as folder:
         artifacts.write_csv(folder / artifacts.replicate_file(seed, artifacts.HISTORY), history)
         artifacts.write_json(folder / artifacts.replicate_file(seed, artifacts.METRICS), metrics)
-        artifacts.write_npz(folder / artifacts.replicate_file(seed, artifacts.PREDICTIONS),
-                            files=np.array([f.path for f in files]), y_true=y_test, probs=probs.astype(np.float32))
+        artifacts.write_predictions(folder / artifacts.replicate_file(seed, artifacts.PREDICTIONS),
+                                    [f.path for f in files], y_test, probs)
 
 
 def _weights_label(weights: str) -> str:

@@ -1,5 +1,7 @@
 """Tables the pages show beside the models: the soft-voting ensembles, and how each model was trained."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,39 @@ def test_ensembles_average_the_scaled_probabilities_of_all_models_and_of_the_ima
         assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
         best = max(rs.metrics(m)["accuracy"] for m in ids)
         assert row["best_member_accuracy"] == pytest.approx(best)
+
+
+def test_ensembles_with_test_time_views_read_each_models_view_predictions(tiny_results, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_results, copy)
+    rs = artifacts.open_result_set(copy)
+    assert not comparison.ensemble_table(rs)["with_views"].any()  # no views measured: the photo alone
+    writer = artifacts.ResultSetWriter(copy, rs.config)
+    # Validation kept the photo alone for the CNN, and took five crops for the other five models, whose averaged
+    # views (generated here) are 90 % sure of the true class of every test photo.
+    for model_id in MODEL_IDS:
+        stored, metrics = rs.predictions(model_id), rs.metrics(model_id)
+        chosen = "photo" if model_id == "cnn" else "five crops"
+        metrics[artifacts.TEST_TIME_VIEWS] = {"baseline": "photo", "chosen": chosen, "options": {
+            "photo": {"temperature": metrics["calibration"]["temperature"], "test": {"accuracy": metrics["accuracy"]}},
+            "five crops": {"temperature": 1.0, "test": {"accuracy": 1.0}}}}
+        with writer.model_folder(model_id, keep_existing=True) as folder:
+            artifacts.write_json(folder / artifacts.METRICS, metrics)
+            if chosen != "photo":
+                sure = np.full(stored.probs.shape, 0.1 / (stored.probs.shape[1] - 1), np.float32)
+                sure[np.arange(len(sure)), stored.y_true] = 0.9
+                artifacts.write_predictions(folder / artifacts.VIEW_PREDICTIONS, stored.files, stored.y_true, sure)
+    rs = artifacts.open_result_set(copy)
+    assert rs.problems == {} and rs.predictions("cnn", with_views=True) is None
+    table = comparison.ensemble_table(rs).set_index("ensemble")
+    assert list(table.index) == ["all 6 models", "the ImageNet-based models", "all 6 models, each with its test-time "
+                                 "views", "the ImageNet-based models, each with its test-time views"]
+    plain = comparison.ensemble_table(artifacts.open_result_set(tiny_results)).set_index("ensemble")
+    for name in plain.index:  # the rows without views are as before
+        assert table.loc[name, "correct"] == plain.loc[name, "correct"]
+        # Five members sure of the truth outvote the CNN's photo alone on every test photo.
+        with_views = table.loc[f"{name}, each with its test-time views"]
+        assert with_views["correct"] == with_views["n"] and with_views["best_member_accuracy"] == 1.0
 
 
 def test_recipes_read_back_from_a_model_json_and_say_what_they_are():

@@ -91,7 +91,9 @@ if not ensembles.empty:
         hide_index=True,
     )
     st.caption("The mean of the models' probabilities on each test photo (the stored run of each model), as the "
-               "Classify page's ensemble. What the models get right together, not a model of its own.")
+               "Classify page's ensemble. What the models get right together, not a model of its own. With "
+               "test-time views: each model with the views its validation photos took (Test-time views below), as "
+               "the Classify page's average with its switch on.")
 
 views_measured = comparison.test_time_table(rs, artifacts.TEST_TIME_VIEWS)
 if not views_measured.empty:
