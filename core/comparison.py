@@ -214,12 +214,13 @@ def reading(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def mcnemar_tables(result_set: ResultSet) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Pairwise exact McNemar tests: p-values, counts of images the row model alone gets right, verdicts."""
+def mcnemar_tables(result_set: ResultSet, with_views: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Pairwise exact McNemar tests: p-values, counts of images the row model alone gets right, verdicts;
+    ``with_views``: each model with the test-time views validation took for it, where it took any."""
     ids = list(result_set.models)
     correct, files = {}, None
     for model_id in ids:
-        preds = result_set.predictions(model_id)
+        preds = (with_views and result_set.predictions(model_id, with_views=True)) or result_set.predictions(model_id)
         if files is not None and not np.array_equal(files, preds.files):
             raise ValueError("the models were tested on different images; paired tests need the same test set")
         files = preds.files

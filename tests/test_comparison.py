@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import artifacts, calibration, comparison, recipes
-from core.specs import MODEL_IDS
+from core.specs import MODEL_IDS, MODEL_SPECS
 
 
 def test_ensembles_average_the_scaled_probabilities_of_all_models_and_of_the_imagenet_ones(tiny_results):
@@ -24,14 +24,15 @@ def test_ensembles_average_the_scaled_probabilities_of_all_models_and_of_the_ima
         assert row["best_member_accuracy"] == pytest.approx(best)
 
 
-def test_ensembles_with_test_time_views_read_each_models_view_predictions(tiny_results, tmp_path):
-    copy = tmp_path / "copy"
+@pytest.fixture(scope="module")
+def generated_views(tiny_results, tmp_path_factory):
+    """A copy of the tiny result set in which validation kept the photo alone for the CNN and took five crops
+    for the other five models, whose averaged views (generated) are 90 % sure of the true class of every test
+    photo."""
+    copy = tmp_path_factory.mktemp("views") / "copy"
     shutil.copytree(tiny_results, copy)
     rs = artifacts.open_result_set(copy)
-    assert not comparison.ensemble_table(rs)["with_views"].any()  # no views measured: the photo alone
     writer = artifacts.ResultSetWriter(copy, rs.config)
-    # Validation kept the photo alone for the CNN, and took five crops for the other five models, whose averaged
-    # views (generated here) are 90 % sure of the true class of every test photo.
     for model_id in MODEL_IDS:
         stored, metrics = rs.predictions(model_id), rs.metrics(model_id)
         chosen = "photo" if model_id == "cnn" else "five crops"
@@ -44,7 +45,12 @@ def test_ensembles_with_test_time_views_read_each_models_view_predictions(tiny_r
                 sure = np.full(stored.probs.shape, 0.1 / (stored.probs.shape[1] - 1), np.float32)
                 sure[np.arange(len(sure)), stored.y_true] = 0.9
                 artifacts.write_predictions(folder / artifacts.VIEW_PREDICTIONS, stored.files, stored.y_true, sure)
-    rs = artifacts.open_result_set(copy)
+    return copy
+
+
+def test_ensembles_with_test_time_views_read_each_models_view_predictions(tiny_results, generated_views):
+    assert not comparison.ensemble_table(artifacts.open_result_set(tiny_results))["with_views"].any()
+    rs = artifacts.open_result_set(generated_views)
     assert rs.problems == {} and rs.predictions("cnn", with_views=True) is None
     table = comparison.ensemble_table(rs).set_index("ensemble")
     assert list(table.index) == ["all 6 models", "the ImageNet-based models", "all 6 models, each with its test-time "
@@ -55,6 +61,28 @@ def test_ensembles_with_test_time_views_read_each_models_view_predictions(tiny_r
         # Five members sure of the truth outvote the CNN's photo alone on every test photo.
         with_views = table.loc[f"{name}, each with its test-time views"]
         assert with_views["correct"] == with_views["n"] and with_views["best_member_accuracy"] == 1.0
+
+
+def test_paired_tests_with_test_time_views_pair_each_models_views(tiny_results, generated_views):
+    from test_pages import page
+
+    assert not page("statistics", tiny_results).toggle  # no views stored: no switch
+    rs = artifacts.open_result_set(generated_views)
+    title = {m: MODEL_SPECS[m].title for m in MODEL_IDS}
+    _, alone, _ = comparison.mcnemar_tables(rs)
+    _, with_views, verdicts = comparison.mcnemar_tables(rs, with_views=True)
+    cnn_right = rs.predictions("cnn").correct
+    for model_id in MODEL_IDS[1:]:  # right on every photo with its views: never wrong where the CNN is right
+        assert with_views.loc[title["cnn"], title[model_id]] == 0
+        assert with_views.loc[title[model_id], title["cnn"]] == int((~cnn_right).sum())
+    assert with_views.loc[title["vgg16"], title["resnet50"]] == 0 and not alone.equals(with_views)
+    at = page("statistics", generated_views)
+    assert not at.exception and at.toggle[0].label == "With test-time views"
+    shown_alone = [m.value for m in at.markdown if m.value.startswith("- ")]
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    assert [m.value for m in at.markdown if m.value.startswith("- ")] != shown_alone
+    assert any(v in m.value for m in at.markdown for v in verdicts)
 
 
 def test_recipes_read_back_from_a_model_json_and_say_what_they_are():

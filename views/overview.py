@@ -95,30 +95,32 @@ if not ensembles.empty:
                "test-time views: each model with the views its validation photos took (Test-time views below), as "
                "the Classify page's average with its switch on.")
 
-views_measured = comparison.test_time_table(rs, artifacts.TEST_TIME_VIEWS)
-if not views_measured.empty:
-    with st.expander("Test-time views: each photo's mirror image and crops averaged with it"):
-        st.dataframe(formatting.test_time_display(views_measured), hide_index=True, column_config=MODEL_PINNED)
-        st.caption(f"Each column: validation · test accuracy (%) with the probabilities of those views of each "
-                   f"photo averaged (the five crops: {augmentation.TEST_CROP_SIDE:.0%} of the side from the centre and "
-                   "the four corners, resized to the image size), scaled by a temperature fitted on the validation photos with those "
-                   "views. Taken (✓): the views with the most validation photos right (at a lower NLL on a tie), the "
-                   "photo alone unless another does better, with its test accuracy and 95 % Wilson interval. Fixed / "
-                   "broken: test photos the taken views turn right / wrong against the photo alone, with the exact "
-                   "McNemar test. The tables above and every other page show the photo alone (one pass, not up to seven); "
-                   "Classify can use the taken views.")
 
-sizes = comparison.test_time_table(rs, artifacts.TEST_TIME_SIZES)
-if not sizes.empty:
-    with st.expander("Test-time resolution: the photos at other sizes"):
-        st.dataframe(formatting.test_time_display(sizes, unit=" px"), hide_index=True, column_config=MODEL_PINNED)
-        st.caption("Each size's column: validation · test accuracy (%), each photo resized to the size instead of "
-                   "the image size the model trained at; probabilities scaled by a temperature fitted on the "
-                   "validation photos at that size. Taken (✓): the size with the most validation photos right (at a lower NLL on "
-                   "a tie), the image size unless another does better, with its test accuracy and 95 % Wilson "
-                   "interval. Fixed / broken: test photos the taken size "
-                   "turns right / wrong against the image size, with the exact McNemar test. The tables above and "
-                   "every other page show the photos at the image size.")
+
+def test_time_section(key: str, title: str, unit: str, options: str, baseline: str, shown: str) -> None:
+    """A test-time option's table (``comparison.test_time_table``), in an expander, where any model has it."""
+    table = comparison.test_time_table(rs, key)
+    if table.empty:
+        return
+    with st.expander(title):
+        st.dataframe(formatting.test_time_display(table, unit), hide_index=True, column_config=MODEL_PINNED)
+        st.caption(f"Each column: validation · test accuracy (%) with {options}; probabilities scaled by a temperature "
+                   "fitted on the validation photos with that option. Taken (✓): the option with the most validation "
+                   f"photos right (at a lower NLL on a tie), {baseline} unless another does better, with its test "
+                   "accuracy and 95 % Wilson interval. Fixed / broken: test photos the taken option turns right / "
+                   f"wrong against {baseline}, with the exact McNemar test. {shown}")
+
+
+test_time_section(
+    artifacts.TEST_TIME_VIEWS, "Test-time views: each photo's mirror image and crops averaged with it", "",
+    f"the probabilities of those views of each photo averaged (the five crops: {augmentation.TEST_CROP_SIDE:.0%} of "
+    "the side from the centre and the four corners, resized to the image size)", "the photo alone",
+    "The tables above and every other page show the photo alone (one pass, not up to seven); Classify can use the "
+    "taken views.")
+test_time_section(
+    artifacts.TEST_TIME_SIZES, "Test-time resolution: the photos at other sizes", " px",
+    "each photo resized to the size instead of the image size the model trained at", "the image size",
+    "The tables above and every other page show the photos at the image size.")
 
 stored_openset = rs.openset()
 with st.expander("Open-set verdict: photos of none of the known classes"):
