@@ -1,7 +1,8 @@
 """Test-time options: more than one look at each photo (its mirror image, crops of it) or the photo at another
 size than the model trained at. Each is measured on the validation photos, which alone choose whether to take
 it, and on the test photos, counting what it fixes and breaks against the photo as the model trained on it.
-The stored predictions and every page stay the photo alone: an option is a measured figure, not the model."""
+The stored predictions stay the photo alone, and so do the pages unless asked (the Classify and Statistics
+pages' "test-time views" switches read the views taken): an option is a measured figure, not the model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from core import artifacts, augmentation, calibration, evaluation, models, stats
 
 SPLITS = ("validation", "test")
+
 
 def option_figures(by_option: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray], baseline: str) -> dict:
     """Figures of test-time options (``by_option[option][split]``: probabilities; ``baseline`` among them, the
@@ -43,7 +45,7 @@ def option_figures(by_option: dict[str, dict[str, np.ndarray]], labels: dict[str
     return {"baseline": baseline, "options": options, "chosen": chosen}
 
 
-def _split_labels(result_set, data_dir, progress):
+def _recorded_splits(result_set, data_dir, progress):
     """The recorded validation and test photos at the image size, their labels, and the test files."""
     loaded = {split: evaluation.recorded_split(result_set, split, data_dir, progress) for split in SPLITS}
     return ({split: photos for split, (photos, _, _) in loaded.items()},
@@ -78,7 +80,7 @@ def measure_views(result_set, data_dir=None, weights_dir=None, model_ids=None, p
     weights and store the figures (``option_figures``) in its metrics under ``artifacts.TEST_TIME_VIEWS``, and
     the test predictions with the views taken (``artifacts.VIEW_PREDICTIONS``, for the ensembles). One view of
     the two splits is in memory at a time, beside the photos."""
-    photos, labels, test_files = _split_labels(result_set, data_dir, progress)
+    photos, labels, test_files = _recorded_splits(result_set, data_dir, progress)
     views = list(dict.fromkeys(name for names in augmentation.TEST_VIEW_SETS.values() for name in names))
     status = {}
     for model_id, model, spec in evaluation.loadable(result_set, model_ids, weights_dir, status):
