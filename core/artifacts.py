@@ -74,6 +74,13 @@ PROBE_VERSION = 1  # of probe.json's layout; a reader meets an unknown version a
 TEST_TIME_VIEWS = "test_time_views"  # views of each photo averaged (its mirror image, crops)
 TEST_TIME_SIZES = "test_time_sizes"  # the photos resized to other sizes (options named by their size in px)
 TEST_TIME_OPTIONS = (TEST_TIME_VIEWS, TEST_TIME_SIZES)
+
+
+def chosen_option(metrics: dict, key: str) -> tuple[str, dict] | None:
+    """The test-time option validation chose (``key``: one of ``TEST_TIME_OPTIONS``) and its figures, from a
+    model's metrics; None where it was not measured."""
+    measured = metrics.get(key)
+    return None if not measured else (measured["chosen"], measured["options"][measured["chosen"]])
 # Settings that must match for a rerun to continue an existing result set instead of mixing two runs.
 RESUME_KEYS = ("image_size", "batch_size", "epochs", "patience", "dropout", "views", "seed", "split", "dataset", "recipe")
 # What a result set written before a key existed had instead (sets from before recipes used the study's).
@@ -329,6 +336,10 @@ class ResultSet:
 
     def metrics(self, model_id: str) -> dict:
         return read_json(self.root / model_id / METRICS)
+
+    def has_view_predictions(self, model_id: str) -> bool:
+        """Whether the model has test predictions with test-time views (``VIEW_PREDICTIONS``)."""
+        return (self.root / model_id / VIEW_PREDICTIONS).is_file()
 
     def predictions(self, model_id: str, with_views: bool = False) -> Predictions | None:
         """The model's stored test predictions; ``with_views``: those with the test-time views validation took

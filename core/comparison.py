@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from core import calibration, images, stats
-from core.artifacts import TEST_TIME_VIEWS, Predictions, ResultSet, sample_relpath
+from core.artifacts import TEST_TIME_VIEWS, Predictions, ResultSet, chosen_option, sample_relpath
 from core.specs import MODEL_SPECS
 
 
@@ -112,19 +112,18 @@ def test_probabilities(result_set: ResultSet, model_id: str, with_views: bool = 
     """A model's stored test predictions and their temperature-scaled probabilities (as the Classify page shows
     them); ``with_views``: with the test-time views validation took for it, where it took more than the photo."""
     metrics = result_set.metrics(model_id)
-    measured = metrics.get(TEST_TIME_VIEWS)
-    stored = result_set.predictions(model_id, with_views=True) if with_views and measured else None
+    chosen = chosen_option(metrics, TEST_TIME_VIEWS)
+    stored = result_set.predictions(model_id, with_views=True) if with_views and chosen else None
     if stored is not None:
-        return stored, calibration.scale(stored.probs, measured["options"][measured["chosen"]]["temperature"])
+        return stored, calibration.scale(stored.probs, chosen[1]["temperature"])
     stored = result_set.predictions(model_id)
     return stored, calibration.scale(stored.probs, calibration.temperature(metrics))
 
 
 def _accuracy(result_set: ResultSet, model_id: str, with_views: bool) -> float:
-    measured = result_set.metrics(model_id).get(TEST_TIME_VIEWS)
-    if with_views and measured:
-        return measured["options"][measured["chosen"]]["test"]["accuracy"]
-    return result_set.metrics(model_id)["accuracy"]
+    metrics = result_set.metrics(model_id)
+    chosen = chosen_option(metrics, TEST_TIME_VIEWS) if with_views else None
+    return chosen[1]["test"]["accuracy"] if chosen else metrics["accuracy"]
 
 
 def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFrame:
@@ -163,10 +162,11 @@ def test_time_table(result_set: ResultSet, key: str) -> pd.DataFrame:
     Empty if no model has it."""
     rows = []
     for model_id in result_set.models:
-        measured = result_set.metrics(model_id).get(key)
+        metrics = result_set.metrics(model_id)
+        measured = metrics.get(key)
         if not measured:
             continue
-        chosen = measured["options"][measured["chosen"]]["test"]
+        chosen = chosen_option(metrics, key)[1]["test"]
         rows.append({
             "id": model_id, "model": MODEL_SPECS[model_id].title, "baseline": measured["baseline"],
             "chosen": measured["chosen"],

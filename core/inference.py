@@ -122,8 +122,8 @@ def chosen_views(metrics: dict) -> ChosenViews | None:
     measured = metrics.get(artifacts.TEST_TIME_VIEWS)
     if not measured or measured["chosen"] == measured["baseline"]:
         return None
-    chosen = measured["chosen"]
-    return ChosenViews(chosen, tuple(measured["views"][chosen]), measured["options"][chosen]["temperature"])
+    chosen, figures = artifacts.chosen_option(metrics, artifacts.TEST_TIME_VIEWS)
+    return ChosenViews(chosen, tuple(measured["views"][chosen]), figures["temperature"])
 
 
 def load_model(result_set: artifacts.ResultSet, model_id: str, weights_dir=None) -> keras.Model:
@@ -182,12 +182,13 @@ def calibrated(explanation: Explanation, temperature: float) -> Explanation:
     return explanation if temperature == 1 else replace(explanation, probs=calibration.scale(explanation.probs, temperature))
 
 
-def views_averaged(photos: np.ndarray, views: dict[str, ChosenViews], specs: dict[str, ModelSpec], trunks: dict,
-                   tops: dict) -> dict[str, np.ndarray]:
-    """Each model in ``views``: its views' probabilities averaged and scaled by their temperature, (B, C), as
-    ``core.testtime`` measured them. ``trunks`` (by backbone) and ``tops`` (by model) are the callables the
-    caller runs photos with. All the views a backbone's models take go through its trunk as one batch, and
-    each model's top reads the rows of its own views."""
+def answers_with_views(results: dict[str, Explanation], photos: np.ndarray, views: dict[str, ChosenViews],
+                       specs: dict[str, ModelSpec], trunks: dict, tops: dict) -> tuple[dict[str, Explanation], dict[str, str]]:
+    """``results`` (the photo's answers) with each model in ``views`` answering instead with its views'
+    probabilities averaged and scaled by their temperature, as ``core.testtime`` measured them (maps kept),
+    and ``{model id: the views' name}`` (``Classification.views``). ``trunks`` (by backbone) and ``tops`` (by
+    model) are the callables the caller runs photos with. All the views a backbone's models take go through
+    its trunk as one batch, and each model's top reads the rows of its own views."""
     count = len(photos)
     needed = {}  # backbone (None: the CNNs, which read the views themselves) -> the views its models take
     for model_id, chosen in views.items():
@@ -204,8 +205,8 @@ def views_averaged(photos: np.ndarray, views: dict[str, ChosenViews], specs: dic
         order = list(needed[backbone])
         rows = np.concatenate([order.index(name) * count + np.arange(count) for name in chosen])
         probs = np.asarray(tops[model_id](tf.gather(outputs[backbone], rows))).reshape(len(chosen), count, -1)
-        averaged[model_id] = calibration.scale(probs.mean(axis=0), temperature)
-    return averaged
+        averaged[model_id] = replace(results[model_id], probs=calibration.scale(probs.mean(axis=0), temperature))
+    return {**results, **averaged}, {model_id: chosen.option for model_id, chosen in views.items()}
 
 
 class Classifier:
@@ -240,11 +241,10 @@ class Classifier:
         trunk_outputs = {name: trunk(x) for name, trunk in self.trunks.items()}
         results = {m: calibrated(e(trunk_outputs.get(self.specs[m].backbone, x)), self.temperatures.get(m, 1.0))
                    for m, e in self.explainers.items()}
+        taken = {}
         if with_views:
-            averaged = views_averaged(photos, self.views, self.specs, self.trunks, self.tops)
-            results.update({m: replace(results[m], probs=p) for m, p in averaged.items()})
-        return Classification(results, None if self.judge is None else self.judge(trunk_outputs, self.model_ids),
-                              {m: self.views[m].option for m in self.views} if with_views else {})
+            results, taken = answers_with_views(results, photos, self.views, self.specs, self.trunks, self.tops)
+        return Classification(results, None if self.judge is None else self.judge(trunk_outputs, self.model_ids), taken)
 
     def classify_image(self, image, with_views: bool = False) -> Classification:
         """One validated PIL image (see ``images.read_image``)."""
@@ -289,11 +289,11 @@ class Predictor:
         for model_id, top in self.tops.items():
             probs = top(trunk_outputs.get(self.specs[model_id].backbone, x), training=False)
             results[model_id] = calibrated(Explanation(np.asarray(probs), None, None), self.temperatures.get(model_id, 1.0))
+        taken = {}
         if with_views:
-            averaged = views_averaged(photos, self.views, self.specs, self.trunks, self.tops)
-            results.update({m: replace(results[m], probs=p) for m, p in averaged.items()})
+            results, taken = answers_with_views(results, photos, self.views, self.specs, self.trunks, self.tops)
         flags = self.judge(trunk_outputs, self.model_ids) if self.judges_open_set else None
-        return Classification(results, views={m: self.views[m].option for m in self.views} if with_views else {}), flags
+        return Classification(results, views=taken), flags
 
     def classify_image(self, image, with_views: bool = False) -> tuple[Classification, dict[str, bool] | None]:
         """One validated PIL image (see ``images.read_image``)."""

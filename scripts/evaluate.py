@@ -123,14 +123,13 @@ def describe(state: str, metrics: dict) -> str:
                 "sizes measured": (artifacts.TEST_TIME_SIZES, "sizes", " px")}
     if state in measured and metrics.get(measured[state][0]):
         key, what, unit = measured[state]
-        options = metrics[key]
-        chosen, baseline = options["chosen"], options["baseline"]
-        test = options["options"][chosen]["test"]
+        options, (chosen, figures) = metrics[key], artifacts.chosen_option(metrics, key)
+        baseline, test = options["baseline"], figures["test"]
         taken = (f"taken: {chosen}{unit} (test photos fixed / broken against {baseline}{unit}: {test['fixed']} / "
                  f"{test['broken']}, {formatting.p_value(test['p_value'])})" if chosen != baseline else "none taken")
         return "; ".join(
             f"{what} ({split}, accuracy %): " + formatting.by_option(
-                {option: figures[split]["accuracy"] for option, figures in options["options"].items()})
+                {option: entry[split]["accuracy"] for option, entry in options["options"].items()})
             for split in testtime.SPLITS) + f"; {taken}"
     return state
 

@@ -96,7 +96,6 @@ if not ensembles.empty:
                "the Classify page's average with its switch on.")
 
 
-
 def test_time_section(key: str, title: str, unit: str, options: str, baseline: str, shown: str) -> None:
     """A test-time option's table (``comparison.test_time_table``), in an expander, where any model has it."""
     table = comparison.test_time_table(rs, key)
@@ -115,8 +114,8 @@ test_time_section(
     artifacts.TEST_TIME_VIEWS, "Test-time views: each photo's mirror image and crops averaged with it", "",
     f"the probabilities of those views of each photo averaged (the five crops: {augmentation.TEST_CROP_SIDE:.0%} of "
     "the side from the centre and the four corners, resized to the image size)", "the photo alone",
-    "The tables above and every other page show the photo alone (one pass, not up to seven); Classify can use the "
-    "taken views.")
+    "The tables above and the other pages show the photo alone (one pass, not up to seven); Classify and "
+    "Statistics can use the taken views (a switch).")
 test_time_section(
     artifacts.TEST_TIME_SIZES, "Test-time resolution: the photos at other sizes", " px",
     "each photo resized to the size instead of the image size the model trained at", "the image size",

@@ -19,7 +19,7 @@ st.markdown(
     "them is right. The exact McNemar test asks whether that split could be a coin toss. "
     "Cell (row, column): the p-value, and how many images the row model gets right and the column model wrong."
 )
-with_views = any(rs.predictions(m, with_views=True) is not None for m in rs.models) and st.toggle(
+with_views = any(rs.has_view_predictions(m) for m in rs.models) and st.toggle(
     "With test-time views", help="Each model with the views its validation photos took (Overview: Test-time "
     "views; only the stored run of each model has them). Off: the photo alone, as every other table.")
 pvalues, only_row, verdicts = comparison.mcnemar_tables(rs, with_views)
