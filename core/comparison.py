@@ -148,7 +148,7 @@ def ensemble_table(result_set: ResultSet, confidence: float = 0.95) -> pd.DataFr
             k, n = int(correct.sum()), int(correct.size)
             low, high = stats.wilson_interval(k, n, confidence)
             best = max(ids, key=lambda m: _accuracy(result_set, m, with_views))
-            rows.append({"ensemble": name + (", each with its test-time views" if with_views else ""), "ids": ids,
+            rows.append({"ensemble": name + (", with views" if with_views else ""), "ids": ids,
                          "with_views": with_views, "accuracy": k / n, "accuracy_low": low, "accuracy_high": high,
                          "correct": k, "n": n, "best_member": MODEL_SPECS[best].title,
                          "best_member_accuracy": _accuracy(result_set, best, with_views)})

@@ -53,13 +53,13 @@ def test_ensembles_with_test_time_views_read_each_models_view_predictions(tiny_r
     rs = artifacts.open_result_set(generated_views)
     assert rs.problems == {} and rs.predictions("cnn", with_views=True) is None
     table = comparison.ensemble_table(rs).set_index("ensemble")
-    assert list(table.index) == ["all 6 models", "the ImageNet-based models", "all 6 models, each with its test-time "
-                                 "views", "the ImageNet-based models, each with its test-time views"]
+    assert list(table.index) == ["all 6 models", "the ImageNet-based models", "all 6 models, with views",
+                                 "the ImageNet-based models, with views"]
     plain = comparison.ensemble_table(artifacts.open_result_set(tiny_results)).set_index("ensemble")
     for name in plain.index:  # the rows without views are as before
         assert table.loc[name, "correct"] == plain.loc[name, "correct"]
         # Five members sure of the truth outvote the CNN's photo alone on every test photo.
-        with_views = table.loc[f"{name}, each with its test-time views"]
+        with_views = table.loc[f"{name}, with views"]
         assert with_views["correct"] == with_views["n"] and with_views["best_member_accuracy"] == 1.0
 
 

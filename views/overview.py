@@ -92,7 +92,7 @@ if not ensembles.empty:
     )
     st.caption("The mean of the models' probabilities on each test photo (the stored run of each model), as the "
                "Classify page's ensemble. What the models get right together, not a model of its own. With "
-               "test-time views: each model with the views its validation photos took (Test-time views below), as "
+               "views: each model with the test-time views its validation photos took (Test-time views below), as "
                "the Classify page's average with its switch on.")
 
 
