@@ -39,6 +39,13 @@ def percent_interval(value, low, high, decimals: int = 1) -> str:
     return f"{percent(value, decimals)} [{100 * low:.{decimals}f}–{100 * high:.{decimals}f}]"
 
 
+def interval(low, high, decimals: int = 0) -> str:
+    """A 95 % interval alone, for a column beside its estimate: '31–83 %'."""
+    if _missing(low) or _missing(high):
+        return MISSING
+    return f"{100 * low:.{decimals}f}–{100 * high:.{decimals}f} %"
+
+
 def mean_spread(mean, sd, runs: int, decimals: int = 1) -> str:
     """'80.4 % ± 0.8 (3)': mean, sd and number of runs, short enough for its column; the en dash for a single
     run (one run says nothing about spread)."""

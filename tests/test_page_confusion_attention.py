@@ -7,7 +7,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from core import artifacts, calibration, comparison, formatting
+from core import artifacts, calibration, comparison, formatting, stats
 from core.artifacts import ResultSet
 from core.specs import MODEL_SPECS
 
@@ -128,6 +128,18 @@ def tile_count(n: int) -> int:
     return min(int(n), 12)
 
 
+def test_per_class_recall_carries_its_wilson_interval():
+    rs = artifacts.open_result_set(ROOT / "artifacts")
+    table = comparison.per_class_table(rs, "resnet50")
+    assert table["support"].sum() == rs.metrics("resnet50")["n"] and (table["support"] > 0).all()
+    for row in table.itertuples():
+        found = round(row.recall * row.support)
+        assert (row.recall_low, row.recall_high) == pytest.approx(stats.wilson_interval(found, row.support))
+        assert row.recall_low <= row.recall <= row.recall_high
+    # About ten photos a class: even a class found in full has an interval reaching far below 100 %.
+    assert table.loc[table["recall"] == 1.0, "recall_low"].max() < 0.85
+
+
 def test_confusion_page(tiny_results):
     rs = artifacts.open_result_set(tiny_results)
     confusions = {m: np.array(rs.metrics(m)["confusion"]) for m in rs.models}
@@ -162,6 +174,10 @@ def test_confusion_page(tiny_results):
     assert len(at.image) == expected
     tabs = [t.label for t in at.tabs]
     assert tabs[0].endswith(f"({only_one.sum()})") and tabs[1].endswith(f"({only_other.sum()})")
+    paired = formatting.p_value(stats.mcnemar_exact(preds[model_id].correct, preds[other_id].correct).p_value)
+    assert any(f"only (exact McNemar test: {paired})" in m.value for m in at.markdown)
+    per_class = next(d.value for d in at.dataframe if "recall_interval" in d.value.columns)
+    assert all(text.endswith(" %") and "–" in text for text in per_class["recall_interval"])
     # Each tile lists all six models' predictions.
     prediction_lines = [c.value for c in at.caption if all(MODEL_SPECS[m].title in c.value for m in rs.models)]
     assert len(prediction_lines) == expected

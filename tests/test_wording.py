@@ -15,6 +15,8 @@ def test_percentages_intervals_and_differences_share_one_style():
     assert formatting.percent(None) == formatting.MISSING
     assert formatting.percent(float("nan")) == formatting.MISSING
     assert formatting.percent_interval(0.7931, 0.751, 0.83) == "79.3 % [75.1–83.0]"
+    assert formatting.interval(0.3126, 0.8322) == "31–83 %"
+    assert formatting.interval(None, 0.8) == formatting.MISSING
     assert formatting.signed_points(-0.12150355987055017) == "−12.2 pp"
     assert formatting.signed_points(0.031) == "+3.1 pp"
     assert formatting.mean_spread(0.8036, 0.0081443737, 3) == "80.4 % ± 0.8 (3)"

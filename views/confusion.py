@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from core import comparison, formatting
+from core import comparison, formatting, stats
 from views import common, multiset
 
 PAIR = "confusion_pair"  # (true, predicted) whose test images are shown; set by the list or a chart click
@@ -158,6 +158,8 @@ if pair is not None:
 
 st.subheader("Per class: precision, recall, F1")
 per_class = formatting.percent_points(comparison.per_class_table(rs, model_id), ["precision", "recall", "f1"])
+per_class.insert(per_class.columns.get_loc("recall") + 1, "recall_interval",
+                 [formatting.interval(low, high) for low, high in zip(per_class.pop("recall_low"), per_class.pop("recall_high"))])
 
 
 def share_bar(name: str, help_text: str):
@@ -168,6 +170,8 @@ def share_bar(name: str, help_text: str):
 st.dataframe(per_class, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(per_class) + 1) + 3, column_config={
     "precision": share_bar("Precision", "Of the images predicted as this class, the share that are of it"),
     "recall": share_bar("Recall", "Of the images of this class, the share found: per-class accuracy"),
+    "recall_interval": st.column_config.TextColumn(
+        "Recall 95 %", help="Wilson interval of the recall: with about 10 test images a class, one image is 10 points"),
     "f1": share_bar("F1", "Harmonic mean of precision and recall"),
     "support": st.column_config.NumberColumn("Test images"),
 })
@@ -206,9 +210,12 @@ st.plotly_chart(figure, width="stretch")
 
 one_only = comparison.right_only(images, model_id, other_id)
 other_only = comparison.right_only(images, other_id, model_id)
+paired = stats.mcnemar_exact(images[f"{model_id}:correct"].to_numpy(), images[f"{other_id}:correct"].to_numpy())
 st.markdown(
     f"Of {len(images)} test images, **{len(one_only)}** are right by {common.title(model_id)} only and "
-    f"**{len(other_only)}** by {common.title(other_id)} only."
+    f"**{len(other_only)}** by {common.title(other_id)} only (exact McNemar test: {formatting.p_value(paired.p_value)}). "
+    f"A class's bar rests on its own few test images (see the recall intervals above): read the bars for where "
+    f"the models differ, this test for whether they do."
 )
 first_tab, second_tab = st.tabs([
     f"{common.title(model_id)} right, {common.title(other_id)} wrong ({len(one_only)})",
