@@ -168,6 +168,7 @@ def share_bar(name: str, help_text: str):
 
 
 st.dataframe(per_class, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(per_class) + 1) + 3, column_config={
+    "class": st.column_config.TextColumn(pinned=True),  # stays in view when a narrow screen scrolls the figures
     "precision": share_bar("Precision", "Of the images predicted as this class, the share that are of it"),
     "recall": share_bar("Recall", "Of the images of this class, the share found: per-class accuracy"),
     "recall_interval": st.column_config.TextColumn(
