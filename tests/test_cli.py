@@ -31,8 +31,10 @@ def photos(tmp_path_factory):
     photo = make_photo((200, 40, 30), np.random.default_rng(3), size=160)
     photo.save(folder / "photo.jpg", quality=90)
     photo.save(folder / "photo.heic", quality=90)
+    # The same photo as a 108 MP phone JPEG (12000 x 9000), over the 40 MP limit: decoded at half size.
+    photo.resize((12000, 9000), Image.Resampling.BILINEAR).save(folder / "phone.jpg", quality=75)
     (folder / "bad.jpg").write_bytes(b"this is not a photo")
-    return {name: str(folder / name) for name in ("photo.jpg", "photo.heic", "bad.jpg")}
+    return {name: str(folder / name) for name in ("photo.jpg", "photo.heic", "phone.jpg", "bad.jpg")}
 
 
 def test_bad_file_alone_one_stderr_line(photos):
@@ -44,8 +46,8 @@ def test_bad_file_alone_one_stderr_line(photos):
 
 @pytest.fixture(scope="module")
 def mixed_run(photos):
-    """Two good photos (JPEG and HEIC) and a bad file, with --json."""
-    return run_cli("--json", photos["photo.jpg"], photos["bad.jpg"], photos["photo.heic"])
+    """Three good photos (JPEG, HEIC, 108 MP JPEG) and a bad file, with --json."""
+    return run_cli("--json", photos["photo.jpg"], photos["bad.jpg"], photos["photo.heic"], photos["phone.jpg"])
 
 
 @needs_shared(SHARED_WEIGHTS)
@@ -54,13 +56,13 @@ def test_good_photos_answer_only_and_bad_file_one_line(photos, mixed_run):
     assert mixed.returncode == 1
     assert mixed.stderr == f"error: {photos['bad.jpg']}: {NOT_AN_IMAGE}\n"
     records = [json.loads(line) for line in mixed.stdout.splitlines()]
-    assert [r["file"] for r in records] == [photos["photo.jpg"], photos["photo.heic"]]
+    assert [r["file"] for r in records] == [photos["photo.jpg"], photos["photo.heic"], photos["phone.jpg"]]
     for record in records:
         assert set(record["models"]) == set(MODEL_IDS)
         probs = [p for _, p in record["ensemble"]["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < probs[-1] and sum(probs) <= 1 + 1e-6
-    # HEIC and JPEG of one photo agree on the ensemble's answer.
-    assert records[0]["ensemble"]["top"][0][0] == records[1]["ensemble"]["top"][0][0]
+    # HEIC, JPEG and the 108 MP JPEG of one photo agree on the ensemble's answer.
+    assert records[0]["ensemble"]["top"][0][0] == records[1]["ensemble"]["top"][0][0] == records[2]["ensemble"]["top"][0][0]
 
     one = run_cli(photos["photo.jpg"])
     assert one.returncode == 0
