@@ -59,5 +59,14 @@ def tiny_results(tiny_data, tmp_path_factory) -> Path:
     return out
 
 
+def model_cards(at) -> list[str]:
+    """The Classify page's answer of each model (AppTest), one markdown card per model."""
+    from core.specs import MODEL_IDS, MODEL_SPECS
+
+    titles = [MODEL_SPECS[m].title for m in MODEL_IDS]
+    return [m.value for m in at.markdown if m.value.startswith("**") and "%" in m.value
+            and any(m.value.startswith(f"**{t}**") for t in titles)]
+
+
 def needs_shared(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not present (only beside the project in CI)")

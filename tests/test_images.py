@@ -560,6 +560,7 @@ def test_to_array_squash_bilinear():
     expected = np.asarray(src.resize((16, 16), Image.Resampling.BILINEAR, reducing_gap=None))
     assert np.array_equal(arr, expected)
     arr[0, 0] = 0  # writable, independent of the image
+    assert src.getpixel((0, 0)) == RED and tuple(images.to_array(src, 16)[0, 0]) == RED
     assert images.to_array(solid((1, 2, 3), (20, 20)), 20)[0, 0].tolist() == [1, 2, 3]
 
 
@@ -578,7 +579,7 @@ def test_load_for_model():
 def test_image_digest():
     data = valid_png()
     assert images.image_digest(data) == hashlib.sha256(data).hexdigest()
-    assert len(images.image_digest(b"")) == 64
+    assert images.image_digest(data + b"\0") != images.image_digest(data)
 
 
 def test_constants():

@@ -40,10 +40,18 @@ def test_frozen_and_trained_parts():
     assert all(name.startswith("conv5_block3") and "_bn" not in name for name in trainable - {"logits"})
 
 
-def test_random_backbones_are_reproducible():
+def test_random_backbones_are_reproducible_and_the_signature_tells_other_weights():
+    spec = MODEL_SPECS["vgg16"]
     a = models.build_model("vgg16", 5, 32, weights="random")
     b = models.build_model("vgg16", 5, 32, weights="random")
-    assert models.trunk_signature(a, MODEL_SPECS["vgg16"]) == models.trunk_signature(b, MODEL_SPECS["vgg16"])
+    trunk_a, trunk_b = models.trunk_model(a, spec), models.trunk_model(b, spec)
+    assert all(np.array_equal(x, y) for x, y in zip(trunk_a.get_weights(), trunk_b.get_weights()))
+    assert models.trunk_signature(a, spec) == models.trunk_signature(b, spec)
+    # A trunk rebuilt from other weights (here its first convolution's) must not pass the check.
+    first = next(layer for layer in trunk_b.layers if layer.weights)
+    kernel, bias = first.get_weights()
+    first.set_weights([kernel * 1.1, bias])
+    assert models.trunk_signature(b, spec) != pytest.approx(models.trunk_signature(a, spec), rel=1e-3)
 
 
 def test_attention_layer_saves_and_loads_in_a_fresh_process(tmp_path):
@@ -118,6 +126,7 @@ def test_randomisation_check_restores_the_trained_weights():
                            "flat_randomised", "passes", "threshold"}
     assert result["maps"] == "signed"
     assert -1 <= result["gradcam_rank_correlation"] <= 1 and -1 <= result["absolute_rank_correlation"] <= 1
+    assert result["passes"] == (result["gradcam_rank_correlation"] < evaluation.SANITY_MAX_CORRELATION)
 
 
 def test_a_bfloat16_copy_keeps_the_weights_and_rounds_only_the_arithmetic():

@@ -33,7 +33,7 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import magic as streamlit_magic
 from streamlit.testing.v1.util import patch_config_options
 
-from conftest import ROOT, TINY_CLASSES, TINY_HP, make_photo
+from conftest import ROOT, TINY_CLASSES, TINY_HP, make_photo, model_cards
 from core import artifacts, headline, images, inference, reports
 from core.specs import MODEL_IDS, MODEL_SPECS
 
@@ -182,12 +182,6 @@ def page_app(results, timeout=120):
     at = AppTest.from_file(str(PAGE), default_timeout=timeout)
     at.session_state["artifacts"] = str(results)
     return at
-
-
-def model_cards(at) -> list[str]:
-    titles = [MODEL_SPECS[m].title for m in MODEL_IDS]
-    return [m.value for m in at.markdown if m.value.startswith("**") and "%" in m.value
-            and any(m.value.startswith(f"**{t}**") for t in titles)]
 
 
 ROUNDING = 0.0051  # the page shows whole percents; a model run again may differ by float noise
