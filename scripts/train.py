@@ -1,7 +1,7 @@
 """Train the study's models and write a result set (see README: Training).
 
     python scripts/train.py --data-dir DATA [--out artifacts] [--models all|cnn,vgg16,...] [--epochs 30]
-        [--image-size 160] [--batch-size 32] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
+        [--image-size 160] [--batch-size 16] [--seed 0] [--split clean|kaggle] [--weights-dir DIR]
         [--strategy default|mirrored|multiworker] [--trunk-precision auto|float32|bfloat16|float16] [--keep-cache]
         [--recipe study|tuned] [--change MODEL.FIELD=VALUE ...] [--train-precision auto|float32|bfloat16]
 

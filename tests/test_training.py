@@ -127,9 +127,8 @@ def test_reevaluation_rewrites_test_files_with_the_same_predictions(tiny_data, t
     assert after.problems == {}
     for model_id in MODEL_IDS:
         assert (copy / model_id / artifacts.PREDICTIONS).stat().st_mtime_ns != stamps[model_id]
-        # Training tested through the trunk outputs it cached (float16 values, computed in bfloat16 where the CPU
-        # has it), re-evaluation through the float32 trunk: the same up to that rounding (4e-4 seen), far below
-        # what other weights give.
+        # Training tested through the trunk outputs it cached (stored as float16), re-evaluation through the
+        # float32 trunk directly: the same up to that rounding (4e-4 seen), far below what other weights give.
         assert np.allclose(after.predictions(model_id).probs, written[model_id], atol=2e-3)
 
 
