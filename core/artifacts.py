@@ -320,6 +320,11 @@ class ResultSet:
     def class_names(self) -> list[str]:
         return self.manifest["class_names"]
 
+    def data_root(self, override=None) -> str | None:
+        """Where the set's photos are: ``override`` where given, else the folder it was trained from, as
+        recorded (None for a set that recorded none)."""
+        return str(override) if override else self.manifest.get("dataset_summary", {}).get("root")
+
     @property
     def groups(self) -> dict[str, str]:
         return self.manifest["groups"]

@@ -250,9 +250,7 @@ def scale_recorded_run(result_set, read_ms_per_full_size_photo: float, counts: d
     epochs = dict(recorded_epochs)
     if patience is not None and patience != result_set.config["patience"]:
         for m, info in result_set.models.items():
-            # A study-recipe run records no recipe per model: all its models stop early.
-            recipe = recipes.Recipe.from_json(info["recipe"]) if info.get("recipe") else None
-            if recipe is None or recipe.stops_early:
+            if recipes.as_trained(info).stops_early:
                 epochs[m] = epochs_under_patience(result_set.history(m)["val_loss"], patience)
     return {
         "result_set": str(result_set.root),

@@ -413,7 +413,7 @@ def find_test_photo(result_set: ResultSet, file: str, label: str) -> Path | None
     ``file`` is the path stored in the predictions, relative to the dataset root; a fresh clone has only the
     result set, which keeps a small copy of every test photo (``artifacts.sample_relpath``).
     """
-    root = result_set.manifest.get("dataset_summary", {}).get("root")
+    root = result_set.data_root()
     candidates = [Path(root) / file] if root else []
     candidates.append(result_set.root / sample_relpath(file, label))
     return next((path for path in candidates if path.is_file()), None)

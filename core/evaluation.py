@@ -170,7 +170,7 @@ def recorded_split(result_set, split: str, data_dir=None, progress: bool = True,
     """The photos of one split as the result set recorded it: (photos, class indices, kept files); at ``size``
     pixels instead of the set's image size if given."""
     plan = dataset.SplitPlan.from_json(result_set.dataset())
-    data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
+    data_dir = result_set.data_root(data_dir)
     photos, kept, skipped = dataset.load_images(data_dir, plan.files[split], size or result_set.config["image_size"],
                                                 progress)
     if skipped or not kept:

@@ -73,7 +73,7 @@ def dataset_features(
 
 def split_features(result_set, data_dir=None, weights_dir=None, cache_dir=None, backbones=FEATURE_BACKBONES):
     """Features and class indices of the result set's recorded train/validation/test photos."""
-    data_dir = data_dir or result_set.manifest["dataset_summary"]["root"]
+    data_dir = result_set.data_root(data_dir)
     plan = result_set.dataset()
     index = {c: i for i, c in enumerate(plan["class_names"])}
     splits = ("train", "validation", "test")
@@ -87,6 +87,15 @@ def split_features(result_set, data_dir=None, weights_dir=None, cache_dir=None, 
         labels[s] = np.array([index[c] for _, c in plan["files"][s]])
         start += n
     return features, labels
+
+
+def one_blas_thread():
+    """A context in which NumPy's and scikit-learn's BLAS run one thread, for fitting on these features: the
+    matrices are small, and OpenBLAS's threads spin waiting for each other on a busy machine (the open-set
+    verdict beside a training run on 2 cores: 41 s with one thread, over 6 min with two)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class OpenSetVerdict:
@@ -108,7 +117,7 @@ class OpenSetVerdict:
     def for_image(self, image, model_ids) -> dict[str, bool]:
         """One validated PIL image -> ``{model id or "ensemble": unknown?}``."""
         photo = images.to_array(image, self.info["image_size"])[None]
-        return {name: bool(flag[0]) for name, flag in self(photo, model_ids).items()}
+        return openset.first_photo(self(photo, model_ids))
 
 
 def load_verdict(result_set, weights_dir=None) -> OpenSetVerdict | None:

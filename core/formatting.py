@@ -65,6 +65,13 @@ def p_value(p: float) -> str:
     return f"p = {text}"
 
 
+def openset_figures(measured: dict, hardest: int) -> str:
+    """One detector's held-out-protocol figures (``openset.held_out_protocol``) in a line."""
+    classes = ", ".join(f"{c} {a:.2f}" for c, a in list(measured["class_auroc"].items())[:hardest])
+    return (f"AUROC {measured['auroc']:.3f} · known test photos kept {measured['known_test_kept']:.1%} · unknown photos "
+            f"accepted {measured['unknown_accepted']:.1%} · hardest held-out classes (AUROC): {classes}")
+
+
 def number(value, decimals: int = 3) -> str:
     return MISSING if _missing(value) else f"{value:.{decimals}f}"
 

@@ -298,7 +298,7 @@ class Predictor:
     def classify_image(self, image, with_views: bool = False) -> tuple[Classification, dict[str, bool] | None]:
         """One validated PIL image (see ``images.read_image``)."""
         classification, flags = self(images.to_array(image, self.image_size)[None], with_views)
-        return classification, None if flags is None else {name: bool(f[0]) for name, f in flags.items()}
+        return classification, openset.first_photo(flags)
 
 
 def load_classifier(result_set: artifacts.ResultSet, weights_dir=None) -> tuple[Classifier | None, dict[str, str]]:

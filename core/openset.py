@@ -233,6 +233,21 @@ def held_out_protocol(
     return report
 
 
+EACH_ALONE = "each class alone"
+TOGETHER = "classes sharing a photo together"
+
+
+def measure(features: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray], class_names: list[str],
+            image_size: int, together=()) -> tuple[dict, dict[str, np.ndarray], dict[str, dict]]:
+    """Fit the verdict on all known classes and measure it by the held-out protocol, both with each class held
+    out alone and with ``together``'s groups held out together (the one stored). Returns the stored form
+    (``to_stored``) and both protocols' figures, by ``EACH_ALONE`` and ``TOGETHER``."""
+    protocols = {grouping: held_out_protocol(features, labels, class_names, together=groups)
+                 for grouping, groups in ((EACH_ALONE, ()), (TOGETHER, together))}
+    info, arrays = to_stored(fit_detectors(features, labels), protocols[TOGETHER], image_size, together)
+    return info, arrays, protocols
+
+
 # Stored in float16 (their values were rounded to it in ``Detector.fit``); the others in float32.
 HALF_FIELDS = ("components", "weights")
 
@@ -274,6 +289,11 @@ def verdicts(info: dict, detectors: dict[str, Detector], features: dict[str, np.
         name: d.unknown(joined(features, info["detectors"][name]["backbones"])) for name, d in detectors.items()
     }
     return {**{m: flags[model_detector(m, detectors)] for m in model_ids}, ENSEMBLE: flags[ENSEMBLE]}
+
+
+def first_photo(flags: dict[str, np.ndarray] | None) -> dict[str, bool] | None:
+    """``verdicts`` of a batch -> the first photo's ``{model id or ENSEMBLE: unknown?}`` (None stays None)."""
+    return None if flags is None else {name: bool(f[0]) for name, f in flags.items()}
 
 
 def mark_unknown(summary: dict, flags: dict[str, bool] | None) -> dict:

@@ -204,6 +204,12 @@ class TopLabelAccuracy(keras.metrics.MeanMetricWrapper):
         return keras.ops.cast(keras.ops.equal(wanted, keras.ops.argmax(y_pred, axis=-1)), "float32")
 
 
+def as_trained(model_info: dict) -> Recipe:
+    """A model's recipe as its ``model.json`` records it; a model of a set made before recipes were recorded
+    trained by the study's (Adam at its learning rate, constant)."""
+    return Recipe.from_json(model_info.get("recipe") or {"learning_rate": model_info["learning_rate"]})
+
+
 def for_model(recipe: str, model_id: str) -> Recipe:
     """A model's recipe by the recipe's name."""
     if recipe == STUDY:

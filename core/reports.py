@@ -23,18 +23,18 @@ def group_verdict(probs: np.ndarray, class_groups: list[str]) -> tuple[str, floa
     return group, totals[group]
 
 
-def summarise(classification: Classification, result_set: artifacts.ResultSet, top: int = 3, index: int = 0) -> dict:
-    """One photo's answers: per model top-k and group (and, where its probabilities average test-time views,
+def summarise(classification: Classification, result_set: artifacts.ResultSet, top: int = 3) -> dict:
+    """A classification's first photo's answers: per model top-k and group (and, where its probabilities average test-time views,
     which: ``Classification.views``), the soft-voting ensemble, and agreement."""
     names, groups = result_set.class_names, result_set.class_groups
     per_model = {}
     for model_id, result in classification.results.items():
-        probs = result.probs[index]
+        probs = result.probs[0]
         group, group_prob = group_verdict(probs, groups)
         per_model[model_id] = {"top": top_classes(probs, names, top), "group": group, "group_probability": group_prob}
         if model_id in classification.views:
             per_model[model_id]["views"] = classification.views[model_id]
-    ensemble = classification.ensemble()[index]
+    ensemble = classification.ensemble()[0]
     group, group_prob = group_verdict(ensemble, groups)
     votes = [m["top"][0][0] for m in per_model.values()]
     majority = max(sorted(set(votes)), key=votes.count)

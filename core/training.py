@@ -53,6 +53,20 @@ class HyperParameters:
     views: int = 3
     seed: int = 0
 
+    @classmethod
+    def for_recipe(cls, recipe: str, **given) -> HyperParameters:
+        """The run's settings under ``recipe``: those ``given`` (None: not given) over the recipe's defaults,
+        the study's own budget, or the tuned recipe's longer one (``recipes.TUNED_EPOCHS``, ``TUNED_PATIENCE``)
+        in which every model stops on its validation loss."""
+        tuned = {"epochs": recipes.TUNED_EPOCHS, "patience": recipes.TUNED_PATIENCE} if recipe == recipes.TUNED else {}
+        return cls(**{**tuned, **{name: value for name, value in given.items() if value is not None}})
+
+
+def default_train_precision(recipe: str) -> str:
+    """The trained parts' arithmetic where none is asked: float32 for the study's recipe (its results unchanged),
+    auto for the tuned one (bfloat16 where the machine computes it natively; ``resolve_precision``)."""
+    return "auto" if recipe == recipes.TUNED else "float32"
+
 
 # Several training steps per call of the compiled step function. The cached tops take a few milliseconds a
 # step, and Keras' per-step Python work would otherwise be a large share of that. The updates are the same.

@@ -44,7 +44,7 @@ def train_command(args) -> dict:
     photos, source = benchmarks.sample_photos(args.data_dir, args.images, args.image_size)
     rs = artifacts.open_result_set(args.artifacts) if args.artifacts and os.path.isdir(args.artifacts) else None
     # Each model timed as that set trained it: fresh random crops cost their augmentation, at their training size.
-    trained_with = {m: recipes.Recipe.from_json(info["recipe"]) for m, info in rs.models.items() if info.get("recipe")} if rs else {}
+    trained_with = {m: recipes.as_trained(info) for m, info in rs.models.items()} if rs else {}
     measured = benchmarks.training_benchmark(photos, 36, backbone_weights(args.weights_dir), hp, args.model, args.rounds,
                                              args.train_precision, trained_with)
     projections = {"all_epochs": benchmarks.project_full_dataset(measured, hp)}

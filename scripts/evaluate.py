@@ -36,8 +36,6 @@ from core import artifacts, evaluation, formatting, openset, testtime  # noqa: E
 
 
 def fit_openset(args) -> int:
-    from threadpoolctl import threadpool_limits
-
     from core import audit, features  # TensorFlow and the backbones only load for this
 
     result_set = artifacts.open_result_set(args.artifacts)
@@ -45,42 +43,30 @@ def fit_openset(args) -> int:
         result_set, args.data_dir, args.weights_dir, args.cache_dir, args.backbones.split(",")
     )
     # Classes that share a byte-identical photo are one produce under two names: held out together.
-    together = audit.audit(args.data_dir or result_set.manifest["dataset_summary"]["root"]).classes_sharing_a_photo()
-    # One BLAS thread: the matrices are small, and OpenBLAS's threads spin waiting for each other on a busy
-    # machine (beside a training run on 2 cores: 41 s with one thread, over 6 min with two).
-    with threadpool_limits(limits=1, user_api="blas"):
-        protocols = {grouping: openset.held_out_protocol(feats, labels, result_set.class_names, together=groups)
-                     for grouping, groups in (("each class alone", ()), ("classes sharing a photo together", together))}
-        detectors = openset.fit_detectors(feats, labels)
-    protocol = protocols["classes sharing a photo together"]
-    info, arrays = openset.to_stored(detectors, protocol, result_set.config["image_size"], together)
+    together = audit.audit(result_set.data_root(args.data_dir)).classes_sharing_a_photo()
+    with features.one_blas_thread():
+        info, arrays, protocols = openset.measure(feats, labels, result_set.class_names,
+                                                  result_set.config["image_size"], together)
     artifacts.write_openset(args.artifacts, info, arrays)
     print(f"open-set verdict: {info['method']}; threshold keeps {openset.KEEP:.0%} of validation photos")
     print("classes sharing a byte-identical photo: " + ("; ".join(" = ".join(g) for g in together) or "none"))
     for grouping, measured in protocols.items():
         print(f"held-out-classes protocol (5 folds of about 6 classes), {grouping}"
-              + (" (stored):" if measured is protocol else ":"))
+              + (" (stored):" if grouping == openset.TOGETHER else ":"))
         for name, f in measured.items():
-            print(
-                f"  {name:10s} AUROC {f['auroc']:.3f}  known test kept {f['known_test_kept']:.1%}  "
-                f"unknown accepted {f['unknown_accepted']:.1%}  ({f['known_test_photos']} known, {f['unknown_photos']} unknown)"
-            )
-            print("             hardest held-out classes (AUROC): " + ", ".join(
-                f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:6]
-            ))
+            print(f"  {name} ({f['known_test_photos']} known, {f['unknown_photos']} unknown): "
+                  + formatting.openset_figures(f, hardest=6))
     return 0
 
 
 def fit_linear_probe(args) -> int:
-    from threadpoolctl import threadpool_limits
-
     from core import features, probe  # TensorFlow and the backbones only load for this
 
     result_set = artifacts.open_result_set(args.artifacts)
     feats, labels = features.split_features(
         result_set, args.data_dir, args.weights_dir, args.cache_dir, args.backbones.split(",")
     )
-    with threadpool_limits(limits=1, user_api="blas"):  # as for the open-set verdict: small matrices
+    with features.one_blas_thread():
         info, arrays = probe.measure(result_set, feats, labels)
     artifacts.write_linear_probe(args.artifacts, info, arrays)
     result_set = artifacts.open_result_set(args.artifacts)

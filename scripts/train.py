@@ -76,12 +76,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    tuned = args.recipe == recipes.TUNED
-    hp = training.HyperParameters(
-        image_size=args.image_size, batch_size=args.batch_size,
-        epochs=args.epochs or (recipes.TUNED_EPOCHS if tuned else defaults.epochs),
-        patience=args.patience or (recipes.TUNED_PATIENCE if tuned else defaults.patience),
-        dropout=args.dropout, views=args.views, seed=args.seed,
+    hp = training.HyperParameters.for_recipe(
+        args.recipe, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
+        patience=args.patience, dropout=args.dropout, views=args.views, seed=args.seed,
     )
     try:
         status = training.run(
@@ -89,7 +86,8 @@ def main(argv=None) -> int:
             random_backbones=args.random_backbones, strategy=args.strategy,
             group_overrides=groups.load_overrides(args.groups), seeds=args.seeds,
             trunk_precision=args.trunk_precision, keep_cache=args.keep_cache, recipe=args.recipe,
-            train_precision=args.train_precision or ("auto" if tuned else "float32"), recipe_changes=args.change,
+            train_precision=args.train_precision or training.default_train_precision(args.recipe),
+            recipe_changes=args.change,
         )
     except (artifacts.ResultSetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

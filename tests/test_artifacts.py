@@ -20,6 +20,12 @@ def test_removed_model_folder_is_named_and_the_rest_loads(copy_of_results):
     assert len(rs.models) == 5
 
 
+def test_the_photos_are_where_the_set_was_trained_unless_told_otherwise(tiny_data, tiny_results, tmp_path):
+    rs = artifacts.open_result_set(tiny_results)
+    assert rs.data_root() == str(tiny_data) and rs.data_root(tmp_path) == str(tmp_path)
+    assert artifacts.ResultSet(tmp_path, {}).data_root() is None
+
+
 def test_truncated_or_altered_files_mark_only_that_model(copy_of_results):
     weights = copy_of_results / "resnet50" / artifacts.TOP_WEIGHTS
     weights.write_bytes(weights.read_bytes()[:1000])

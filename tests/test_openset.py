@@ -101,6 +101,15 @@ def test_a_twin_class_held_out_alone_is_not_unknown_but_held_out_with_its_twin_i
     together = openset.held_out_protocol(features, labels, names, folds=5, together=[twins])["vgg16"]["class_auroc"]
     assert max(alone[name] for name in twins) < 0.8
     assert min(together[name] for name in twins) > 0.95
+    # What evaluate.py --openset stores: the verdict fitted on every class, the twins' protocol as its figures.
+    info, arrays, protocols = openset.measure(features, labels, names, 224, together=[twins])
+    assert protocols[openset.EACH_ALONE]["vgg16"]["class_auroc"] == alone
+    assert protocols[openset.TOGETHER]["vgg16"]["class_auroc"] == together
+    assert info["held_out_protocol"] == protocols[openset.TOGETHER] and info["held_out_together"] == [twins]
+    stored = openset.from_stored(info, arrays)["vgg16"]
+    fitted = openset.fit_detectors(features, labels)["vgg16"]
+    assert stored.threshold == fitted.threshold
+    np.testing.assert_allclose(stored.scores(features["test"]["vgg16"]), fitted.scores(features["test"]["vgg16"]), atol=1e-3)
 
 
 def test_auroc_counts_ties_half():

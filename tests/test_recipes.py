@@ -221,6 +221,22 @@ def test_recipe_changes_parse_each_fields_type_and_name_what_is_wrong():
             recipes.with_changes(chosen, [bad])
 
 
+def test_a_run_takes_its_recipes_budget_and_arithmetic_unless_given():
+    assert training.HyperParameters.for_recipe(recipes.STUDY, epochs=None) == training.HyperParameters()
+    tuned = training.HyperParameters.for_recipe(recipes.TUNED, epochs=None, patience=None, image_size=224)
+    assert (tuned.epochs, tuned.patience, tuned.image_size) == (recipes.TUNED_EPOCHS, recipes.TUNED_PATIENCE, 224)
+    assert training.HyperParameters.for_recipe(recipes.TUNED, epochs=12).epochs == 12
+    assert training.default_train_precision(recipes.STUDY) == "float32"
+    assert training.default_train_precision(recipes.TUNED) == "auto"
+
+
+def test_a_model_from_before_recipes_reads_as_the_studys_at_its_learning_rate(tiny_results):
+    info = dict(artifacts.open_result_set(tiny_results).models["vgg16"])
+    assert recipes.as_trained(info) == recipes.Recipe.from_json(info["recipe"])
+    del info["recipe"]
+    assert recipes.as_trained(info) == recipes.for_model(recipes.STUDY, "vgg16") == recipes.Recipe(info["learning_rate"])
+
+
 def test_a_result_set_from_before_recipes_resumes_as_the_study_recipe(tiny_data, tiny_results, tmp_path):
     old = shutil.copytree(tiny_results, tmp_path / "old")
     manifest = json.loads((old / artifacts.MANIFEST).read_text())

@@ -2,10 +2,9 @@
 
 import os
 
-import numpy as np
 import streamlit as st
 
-from core import augmentation, explain, features, formatting, groups, headline, images, inference, reports
+from core import augmentation, explain, features, formatting, groups, headline, images, inference, openset, reports
 from views import common
 
 st.title("Classify a photo")
@@ -43,7 +42,7 @@ def openset_for(path: str, stamp: str, weights_dir: str | None):
 def unknown_flags(path: str, stamp: str, weights_dir: str | None, digest: str, _image, _result, model_ids: tuple):
     """``{model id or "ensemble": unknown?}``, None where the result set has no verdict."""
     if _result.unknown is not None:
-        return {name: bool(flags[0]) for name, flags in _result.unknown.items()}
+        return openset.first_photo(_result.unknown)
     verdict = openset_for(path, stamp, weights_dir)
     return None if verdict is None else verdict.for_image(_image, model_ids)
 
@@ -170,7 +169,7 @@ def model_cards():
                              "Grad-CAM: which regions raise the target class's probability against the "
                              "other classes, for all six.")
     opacity = controls[1].slider("Opacity", 0.0, 1.0, 0.45, 0.05)
-    ranked = [class_names[i] for i in np.argsort(-result.ensemble()[0])]
+    ranked = [name for name, _ in reports.top_classes(result.ensemble()[0], class_names, len(class_names))]
     target = controls[2].selectbox("Grad-CAM target class", ["each model's top class", *ranked],
                                    disabled=kind == "Attention", help="Only Grad-CAM has a target class.")
     ids = list(result.results)

@@ -156,9 +156,7 @@ def overview_table(path: str, stamp: str):
     return comparison.overview_table(cached_result_set(path, stamp))
 
 
-def model_picker(rs: artifacts.ResultSet, label: str, default=None, multi=False, key_name=None):
+def model_picker(rs: artifacts.ResultSet, label: str, default=None, key_name=None):
     ids = list(rs.models)
-    if multi:
-        return st.multiselect(label, ids, default=default or ids, format_func=title, key=key_name)
     index = ids.index(default) if default in ids else 0
     return st.selectbox(label, ids, index=index, format_func=title, key=key_name)

@@ -70,8 +70,7 @@ st.caption(
     "training stopped after the validation loss had not improved for "
     f"{rs.config['patience']} epochs"
     + ("; a model with a cosine schedule ran to its end" if any(
-        not recipes.Recipe.from_json(rs.models[m]["recipe"]).stops_early for m in chosen if "recipe" in rs.models[m])
-       else "")
+        not recipes.as_trained(rs.models[m]).stops_early for m in chosen) else "")
     + ". Training figures are averaged over an epoch, with dropout on. "
     "Shaded: the range of the validation curve over runs with other seeds, where the result set has them "
     "(by epoch only)."

@@ -190,9 +190,8 @@ def show_audit(folder: Path, rs) -> None:
 
 st.title("Data")
 rs = common.result_set()
-recorded_root = rs.manifest["dataset_summary"]["root"]
 folder = st.text_input(
-    "Dataset folder", value=recorded_root, key=f"data-dir:{rs.root}",
+    "Dataset folder", value=rs.data_root() or "", key=f"data-dir:{rs.root}",
     help="The folder the result set was trained on, as recorded; relative paths are from where the app runs.",
 ).strip()
 if folder and Path(folder).expanduser().is_dir():

@@ -138,12 +138,10 @@ with st.expander("Open-set verdict: photos of none of the known classes"):
         )
         detectors = info["held_out_protocol"]
         for name, f in detectors.items():
-            hardest = ", ".join(f"{c} {a:.2f}" for c, a in list(f["class_auroc"].items())[:4])
             users = [common.title(m) for m in rs.models if openset.model_detector(m, detectors) == name]
             users += ["the average"] if name == openset.ENSEMBLE else []
-            st.markdown(f"- **{openset.detector_title(name)}** ({', '.join(users)}): AUROC {f['auroc']:.3f} · known test photos kept {f['known_test_kept']:.1%} "
-                        f"· unknown photos accepted {f['unknown_accepted']:.1%} · hardest held-out classes "
-                        f"(AUROC): {hardest}")
+            st.markdown(f"- **{openset.detector_title(name)}** ({', '.join(users)}): "
+                        + formatting.openset_figures(f, hardest=4))
         st.caption("Class AUROC: that held-out class's photos against the known test photos of its fold. The "
                    "hardest classes are those with a look-alike among the known ones (for the shipped copy: bell "
                    "pepper / capsicum / paprika, garlic / onion, lemon / orange, cabbage / lettuce).")
@@ -166,6 +164,6 @@ with st.expander("What was trained, and on what"):
     )
     st.markdown("Each model's training:\n" + "\n".join(
         f"- **{common.title(m)}**: "
-        + recipes.Recipe.from_json(info.get("recipe") or {"learning_rate": info["learning_rate"]}).describe()
+        + recipes.as_trained(info).describe()
         for m, info in rs.models.items()
     ))
