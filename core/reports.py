@@ -24,8 +24,8 @@ def group_verdict(probs: np.ndarray, class_groups: list[str]) -> tuple[str, floa
 
 
 def summarise(classification: Classification, result_set: artifacts.ResultSet, top: int = 3) -> dict:
-    """A classification's first photo's answers: per model top-k and group (and, where its probabilities average test-time views,
-    which: ``Classification.views``), the soft-voting ensemble, and agreement."""
+    """A classification's first photo's answers: per model top-k and group (and, where its probabilities average
+    test-time views, which: ``Classification.views``), the soft-voting ensemble, and agreement."""
     names, groups = result_set.class_names, result_set.class_groups
     per_model = {}
     for model_id, result in classification.results.items():
